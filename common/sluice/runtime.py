@@ -1,0 +1,131 @@
+"""Wiring for a provider's Lambda handlers: built once per container from the environment.
+
+``providers/<name>/app.py`` hands each decorated handler straight to one of these methods.
+Settings are read (and validated) on the first invocation, i.e. at cold start; boto3 clients
+are created once and shared by the ventilator's threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+from sluice.clock import Clock, system_clock
+from sluice.control import ControlStore
+from sluice.errors import RetryBatch
+from sluice.invoker import WorkerInvoker, lambda_client_for_invoke
+from sluice.ledger import Ledger
+from sluice.mapping import MappingClient
+from sluice.metrics import Emit, stdout_emit
+from sluice.rearm import rearm
+from sluice.results import ResultStore
+from sluice.settings import ProviderSettings, load_settings
+from sluice.ventilator import StreamRecord, Ventilator
+from sluice.worker import run_worker
+
+ProviderFetch = Callable[[str, ProviderSettings], Any]
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: ProviderSettings | None = None,
+        *,
+        clock: Clock = system_clock,
+        emit: Emit = stdout_emit,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.clock = clock
+        self.emit = emit
+        self._dynamodb = None
+        self._ventilators: dict[str, Ventilator] = {}
+        self._mappings: dict[str, MappingClient] = {}
+        self._invoke_client = None
+        self._store: ResultStore | None = None
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._dynamodb is None:
+            self._dynamodb = boto3.client("dynamodb")
+        return self._dynamodb
+
+    def ledger(self) -> Ledger:
+        self.settings.require("table_name")
+        return Ledger(self.settings.table_name, client=self.dynamodb,
+                      ttl_days=self.settings.ledger_ttl_days)
+
+    def control(self) -> ControlStore:
+        self.settings.require("table_name")
+        return ControlStore(self.settings.table_name, client=self.dynamodb)
+
+    def mapping(self, function_name: str) -> MappingClient:
+        if function_name not in self._mappings:
+            self._mappings[function_name] = MappingClient(function_name)
+        return self._mappings[function_name]
+
+    def ventilator(self, function_name: str) -> Ventilator:
+        if function_name not in self._ventilators:
+            s = self.settings
+            s.require("worker_function", "table_name")
+            if self._invoke_client is None:
+                self._invoke_client = lambda_client_for_invoke(s.worker_timeout_s,
+                                                               s.max_batch_size)
+            self._ventilators[function_name] = Ventilator(
+                s,
+                ledger=self.ledger(),
+                control=self.control(),
+                mapping=self.mapping(function_name),
+                invoke=WorkerInvoker(s.worker_function, client=self._invoke_client),
+                clock=self.clock,
+                emit=self.emit,
+            )
+        return self._ventilators[function_name]
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def ventilate(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raw = event.get("Records", [])
+        if not raw:
+            return {"batchItemFailures": []}
+        records = [StreamRecord.from_event(r) for r in raw]
+        # Its own name from settings (the mapping is keyed by it); the context's as a fallback.
+        name = self.settings.ventilator_function or context.function_name
+        report = self.ventilator(name).handle(records, raw[0]["eventSourceARN"])
+        if report.retry and not report.reports_item_failures:
+            raise RetryBatch(f"{len(report.retry)} record(s) to retry; batch handed back")
+        return report.response()
+
+    def work(self, event: dict[str, Any], fetch: ProviderFetch) -> dict[str, Any]:
+        """Run the worker for one record; ``fetch(record_id, settings)`` is the provider's own
+        logic from its chalicelib/."""
+        s = self.settings
+        s.require("result_bucket", "table_name")
+        if self._store is None:
+            self._store = ResultStore(s.result_bucket, provider=s.provider, prefix=s.result_prefix)
+        return run_worker(event, fetch=lambda rid: fetch(rid, s), store=self._store,
+                          ledger=self.ledger(), clock=self.clock)
+
+    def rearm(self) -> dict[str, Any]:
+        s = self.settings
+        s.require("stream_name", "ventilator_function", "table_name")
+        return rearm(stream_name=s.stream_name, provider=s.provider, control=self.control(),
+                     mapping=self.mapping(s.ventilator_function), clock=self.clock,
+                     emit=self.emit)
+
+
+class LazyRuntime:
+    """What a provider's app.py holds: its Runtime, built from the environment on first use
+    (the cold start), or installed ready-made by tests and the local stack."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    def __call__(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime()
+        return self._runtime
+
+    def install(self, runtime: Runtime | None) -> None:
+        self._runtime = runtime

@@ -1,0 +1,116 @@
+"""One provider's settings, read from environment variables at cold start.
+
+Every field is user-facing: the same names appear in the docs, in scenario files' ``[settings]``
+and, upper-cased with the ``SLUICE_`` prefix, in each provider's ``.chalice/config.json``.
+A bad value fails the cold start with a message that names the variable, not a stack trace.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SLUICE_"
+
+
+class SettingsError(ValueError):
+    """Invalid provider settings; the message names each offending environment variable."""
+
+
+class ProviderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    provider: str = Field("demo", pattern=r"^[a-z][a-z0-9-]{0,39}$")
+
+    # The concurrency ceiling X agreed with the provider. The batch size never exceeds
+    # X // (shards * parallelization_factor), so in-flight calls never exceed X.
+    max_concurrency: int = Field(10, ge=1, le=10_000)
+    shards: int = Field(1, ge=1, le=500)
+    parallelization_factor: int = Field(1, ge=1, le=10)
+
+    # Health: p90 latency above this is "slow"; an error rate above that is "failing".
+    latency_threshold_ms: float = Field(1000.0, gt=0)
+    error_rate_threshold: float = Field(0.2, ge=0, le=1)
+    policy: str = "default"
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    # The provider's timezone defines the ledger's "day" (once a day means its local day).
+    timezone: str = "UTC"
+
+    stream_name: str = ""
+    ventilator_function: str = ""
+    worker_function: str = ""
+    table_name: str = ""
+    result_bucket: str = ""
+    result_prefix: str = "results"
+    api_base_url: str = ""
+    # Seconds. The worker's own Lambda timeout; the provider call's HTTP timeout stays below it
+    # and the ventilator's claim lease and invoke read timeout stay above it.
+    worker_timeout_s: int = Field(90, ge=1, le=900)
+    ledger_ttl_days: int = Field(7, ge=1, le=365)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/Paris')") from exc
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from sluice.policies import POLICIES  # late: registered policies, including new ones
+
+        if value not in POLICIES:
+            raise ValueError(f"unknown policy {value!r}; choose one of {sorted(POLICIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _fan_out_fits(self) -> ProviderSettings:
+        if self.shards * self.parallelization_factor > self.max_concurrency:
+            raise ValueError(
+                f"shards ({self.shards}) x parallelization_factor "
+                f"({self.parallelization_factor}) exceeds max_concurrency "
+                f"({self.max_concurrency}): even batch size 1 would break the cap"
+            )
+        return self
+
+    @property
+    def max_batch_size(self) -> int:
+        """The largest batch size that keeps shards x factor x batch size <= X."""
+        return max(1, self.max_concurrency // (self.shards * self.parallelization_factor))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def lease_s(self) -> int:
+        """How long a claim holds a record: past the worker's timeout, so a live call keeps it."""
+        return self.worker_timeout_s + 30
+
+    def require(self, *names: str) -> None:
+        """Fail clearly when a handler needs a setting its stage config left empty."""
+        missing = [f"{ENV_PREFIX}{n.upper()}" for n in names if not getattr(self, n)]
+        if missing:
+            raise SettingsError(
+                f"missing setting(s) {', '.join(missing)}: set them in the provider's "
+                ".chalice/config.json environment_variables"
+            )
+
+
+def load_settings(**overrides: object) -> ProviderSettings:
+    """Read settings from the environment (overrides win), naming bad variables on failure."""
+    try:
+        return ProviderSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid sluice settings: " + "; ".join(problems)) from None

@@ -1,0 +1,183 @@
+"""A fake provider API: a real HTTP server on 127.0.0.1 that is slow and fails on purpose.
+
+``GET /records/<id>`` answers one record after a latency drawn from its behaviour, or fails
+with 503. It counts every record it served per provider-local day, as a real provider's usage
+meter would: a record served twice in a day is a duplicate fetch, caught by the provider
+itself rather than by sluice's own bookkeeping. ``GET /stats`` returns the counters.
+
+Behaviours are pluggable: ``PercentBehaviour`` reproduces the original demo's
+SLOW_PERCENTAGE / ERROR_PERCENTAGE knobs; the local stack plugs in a scenario over time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+
+@dataclass(frozen=True)
+class Reply:
+    latency_s: float
+    fail: bool
+
+
+class Behaviour(Protocol):
+    def reply(self, record_id: str, in_flight: int) -> Reply:
+        """How the call that just arrived (making ``in_flight`` calls) will go."""
+
+
+class PercentBehaviour:
+    """The original demo's knobs: a share of calls is slow, a share fails."""
+
+    def __init__(
+        self,
+        slow_percentage: float = 0.0,
+        error_percentage: float = 0.0,
+        *,
+        base_ms: float = 5.0,
+        slow_ms: float = 1500.0,
+        seed: int | None = None,
+    ) -> None:
+        self.slow_percentage = slow_percentage
+        self.error_percentage = error_percentage
+        self.base_ms = base_ms
+        self.slow_ms = slow_ms
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def reply(self, record_id: str, in_flight: int) -> Reply:
+        with self._lock:
+            slow = self._rng.random() * 100 < self.slow_percentage
+            fail = self._rng.random() * 100 < self.error_percentage
+        return Reply((self.slow_ms if slow else self.base_ms) / 1000, fail)
+
+
+class FailingIds:
+    """Wraps a behaviour so that some record ids always fail (a record that keeps failing)."""
+
+    def __init__(self, inner: Behaviour, failing: set[str]) -> None:
+        self.inner = inner
+        self.failing = failing
+
+    def reply(self, record_id: str, in_flight: int) -> Reply:
+        reply = self.inner.reply(record_id, in_flight)
+        return Reply(reply.latency_s, reply.fail or record_id in self.failing)
+
+
+def utc_day() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def record_body(record_id: str, day: str) -> dict[str, Any]:
+    digest = hashlib.sha256(record_id.encode()).hexdigest()
+    return {"id": record_id, "as_of": day, "data": {"value": int(digest[:8], 16) % 100_000}}
+
+
+class FakeProvider:
+    def __init__(
+        self,
+        behaviour: Behaviour,
+        *,
+        day: Callable[[], str] = utc_day,
+        sleep: Callable[[float], None] = time.sleep,
+        port: int = 0,
+    ) -> None:
+        self.behaviour = behaviour
+        self._day = day
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.served: Counter[tuple[str, str]] = Counter()
+        self.calls = 0
+        self.failures = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.on_call: Callable[[float, float, bool, int], None] | None = None  # t, ms, ok, n
+        handler = type("BoundHandler", (_Handler,), {"provider": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-provider",
+                                        daemon=True)
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def serve(self, record_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            in_flight = self.in_flight
+        started = time.perf_counter()
+        try:
+            reply = self.behaviour.reply(record_id, in_flight)
+            self._sleep(reply.latency_s)
+            day = self._day()
+            with self._lock:
+                if reply.fail:
+                    self.failures += 1
+                else:
+                    self.served[(record_id, day)] += 1
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        if self.on_call:
+            self.on_call(time.time(), (time.perf_counter() - started) * 1000, not reply.fail,
+                         in_flight)
+        if reply.fail:
+            return 503, {"error": "unavailable"}
+        return 200, record_body(record_id, day)
+
+    def duplicates(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return {key: n for key, n in self.served.items() if n > 1}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "failures": self.failures,
+                "served": sum(self.served.values()),
+                "distinct_served": len(self.served),
+                "duplicates": sum(n - 1 for n in self.served.values() if n > 1),
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+            }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    provider: FakeProvider
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = unquote(urlparse(self.path).path)
+        if path.startswith("/records/") and len(path) > len("/records/"):
+            status, doc = self.provider.serve(path[len("/records/"):])
+        elif path == "/stats":
+            status, doc = 200, self.provider.stats()
+        else:
+            status, doc = 404, {"error": "not found"}
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,157 @@
+"""Shared fixtures: moto in server mode, the local Lambda service, the fake provider, a clock.
+
+Functional tests reach AWS only through moto's server (reset before each test) and the local
+Lambda service's real HTTP API; the provider is a real HTTP server. No boto3 mocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+
+from sluice.clock import local_day
+from sluice_tools.fake_provider import FakeProvider, PercentBehaviour
+from sluice_tools.local.events import KinesisItem, kinesis_event
+from sluice_tools.local.lambda_api import LambdaApiServer
+from sluice_tools.local.lambda_service import LambdaService
+from sluice_tools.local.moto import MotoServer, stack_environment
+from sluice_tools.local.provider_app import load_provider
+from sluice_tools.local.stack import DeployedProvider, deploy_provider
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Aws:
+    moto: MotoServer
+    lambdas: LambdaService
+    lambda_url: str
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service)
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    moto_server.reset()
+    lambdas = LambdaService(update_delay_s=0.0)
+    api = LambdaApiServer(lambdas).start()
+    for key, value in stack_environment(moto_server.url, api.url).items():
+        monkeypatch.setenv(key, value)
+    yield Aws(moto_server, lambdas, api.url)
+    api.stop()
+
+
+@pytest.fixture
+def behaviour() -> PercentBehaviour:
+    return PercentBehaviour(seed=7)
+
+
+@pytest.fixture
+def provider_api(behaviour: PercentBehaviour, clock: FakeClock) -> Iterator[FakeProvider]:
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Europe/London")  # the demo provider's timezone
+    api = FakeProvider(behaviour, day=lambda: local_day(clock(), zone)).start()
+    yield api
+    api.stop()
+
+
+@dataclass
+class Demo:
+    """The demo provider deployed on the local stack, driven batch by batch by a test."""
+
+    deployed: DeployedProvider
+    aws: Aws
+    provider: FakeProvider
+    clock: FakeClock
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    _seq: itertools.count = field(default_factory=lambda: itertools.count(1000))
+
+    @property
+    def settings(self):
+        return self.deployed.settings
+
+    @property
+    def client(self) -> Client:
+        return Client(self.deployed.provider.app, stage_name="local",
+                      project_dir=str(self.deployed.provider.project_dir))
+
+    def items(self, payloads: list[bytes], shard: str = "shardId-000000000000") -> list:
+        return [
+            KinesisItem(shard, str(next(self._seq)), "pk", data, self.clock())
+            for data in payloads
+        ]
+
+    def event(self, ids: list[str], shard: str = "shardId-000000000000") -> dict[str, Any]:
+        payloads = [json.dumps({"record_id": i}).encode() for i in ids]
+        return kinesis_event(self.deployed.stream_arn, self.items(payloads, shard))
+
+    def ventilate(self, event: dict[str, Any]) -> Any:
+        """Deliver one batch to the real ventilator through Chalice's test client."""
+        return self.client.lambda_.invoke("ventilator", event).payload
+
+    def rearm(self) -> Any:
+        return self.client.lambda_.invoke("rearm", {}).payload
+
+    def mapping(self) -> dict[str, Any]:
+        return self.aws.lambdas.get_mapping(self.deployed.mapping_uuids[0])
+
+    def batches(self) -> list[dict[str, Any]]:
+        return [doc for doc in self.logs if doc.get("event") == "batch"]
+
+    @property
+    def day(self) -> str:
+        return local_day(self.clock(), self.settings.zone)
+
+
+@pytest.fixture
+def demo_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def demo(aws: Aws, provider_api: FakeProvider, clock: FakeClock,
+         demo_overrides: dict[str, Any]) -> Demo:
+    logs: list[dict[str, Any]] = []
+    deployed = deploy_provider(
+        load_provider("demo"),
+        aws.lambdas,
+        api_base_url=provider_api.url,
+        overrides={"latency_threshold_ms": 200, **demo_overrides},
+        clock=clock,
+        emit=logs.append,
+        function_response_types=["ReportBatchItemFailures"],
+    )
+    return Demo(deployed, aws, provider_api, clock, logs)

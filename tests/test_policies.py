@@ -1,0 +1,126 @@
+"""Batch-size policies: the seed rule verbatim, and the default's faster, less noisy judgement."""
+
+import pytest
+
+from sluice.policies import (
+    DECREASE,
+    HOLD,
+    INCREASE,
+    OPEN,
+    AimdPolicy,
+    SeedPolicy,
+    make_policy,
+    percentile,
+)
+from sluice.policies import Sample as S
+
+FAST, SLOW = 50.0, 1500.0  # threshold 1000 ms
+
+
+def batch(fast=0, slow=0, errors=0):
+    return [S(FAST, True)] * fast + [S(SLOW, True)] * slow + [S(FAST, False)] * errors
+
+
+@pytest.mark.parametrize(
+    ("size", "samples", "expected", "action"),
+    [
+        (5, batch(fast=5), 6, INCREASE),  # nothing slow, nothing failed: +1
+        (5, batch(fast=4, slow=1), 5, HOLD),  # 1/5 bad: hold (no increase either)
+        (4, batch(fast=2, slow=2), 4, HOLD),  # exactly 0.5 is not > 0.5
+        (5, batch(fast=2, slow=3), 4, DECREASE),  # 3/5 > 0.5: -1
+        (5, batch(fast=2, slow=1, errors=2), 4, DECREASE),  # slow and errors add up
+        (10, batch(fast=10), 10, HOLD),  # max 10
+        (1, batch(slow=1), 1, OPEN),  # unhealthy at 1: open
+        (1, batch(fast=1), 2, INCREASE),
+    ],
+)
+def test_seed_policy_is_the_original_rule(size, samples, expected, action):
+    decision = SeedPolicy(max_size=50).decide(size, samples)
+    assert (decision.size, decision.action) == (expected, action)
+
+
+def test_seed_policy_counts_slow_strictly_above_the_threshold():
+    decision = SeedPolicy(max_size=10).decide(3, [S(1000.0, True)] * 3)
+    assert decision.action == INCREASE
+
+
+def test_seed_policy_never_exceeds_x():
+    assert SeedPolicy(max_size=4).decide(4, batch(fast=4)).size == 4
+
+
+def steps_to_open(policy, start=10):
+    size, steps = start, 0
+    while True:
+        steps += 1
+        decision = policy.decide(size, batch(errors=size))
+        if decision.action == OPEN:
+            return steps
+        size = decision.size
+
+
+def test_default_backs_off_faster_than_seed_in_an_outage():
+    default = steps_to_open(AimdPolicy(max_size=10))
+    seed = steps_to_open(SeedPolicy(max_size=10))
+    assert default == 4  # 10 -> 5 -> 2 -> 1 -> open
+    assert seed == 10  # 10 -> 9 -> ... -> 1 -> open
+    assert default < seed
+
+
+def test_default_ignores_one_stray_error_after_a_run_of_good_calls():
+    policy = AimdPolicy(max_size=10)
+    window = tuple(batch(fast=20))
+    decision = policy.decide(1, batch(errors=1), window)
+    assert decision.action == HOLD
+    assert SeedPolicy(max_size=10).decide(1, batch(errors=1)).action == OPEN
+
+
+def test_default_judges_latency_on_the_window_p90_once_it_has_enough_samples():
+    policy = AimdPolicy(max_size=10, min_samples=5)
+    # One slow call out of a large healthy window: p90 is still fast.
+    assert policy.decide(4, batch(fast=3, slow=1), tuple(batch(fast=16))).action == HOLD
+    # Mostly slow: p90 of the window is slow.
+    assert policy.decide(4, batch(slow=4), tuple(batch(fast=2, slow=4))).action == DECREASE
+
+
+def test_default_small_batch_needs_a_slow_median_not_one_outlier():
+    policy = AimdPolicy(max_size=10, min_samples=5)
+    assert policy.decide(3, batch(fast=2, slow=1)).action == HOLD
+    assert policy.decide(3, batch(fast=1, slow=2)).action == DECREASE
+
+
+def test_default_clears_the_window_after_a_decrease():
+    decision = AimdPolicy(max_size=10).decide(8, batch(slow=8))
+    assert decision.size == 4 and decision.window == ()
+
+
+def test_default_recovers_one_step_per_healthy_batch_up_to_x():
+    policy = AimdPolicy(max_size=6)
+    size, window, trace = 1, (), []
+    for _ in range(10):
+        decision = policy.decide(size, batch(fast=size), window)
+        size, window = decision.size, decision.window
+        trace.append(size)
+    assert trace == [2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
+
+
+@pytest.mark.parametrize("name", ["seed", "default"])
+def test_policies_clamp_to_one_and_x(name):
+    policy = make_policy(name, max_size=3)
+    assert policy.decide(3, batch(fast=3)).size == 3
+    assert policy.decide(2, batch(errors=2)).size >= 1
+
+
+def test_an_empty_batch_changes_nothing():
+    assert AimdPolicy(max_size=5).decide(3, []).action == HOLD
+    assert SeedPolicy(max_size=5).decide(3, []).action == HOLD
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown policy 'fast'"):
+        make_policy("fast", max_size=3)
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([], 90) == 0.0
+    assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 90) == 9
+    assert percentile([5], 50) == 5
