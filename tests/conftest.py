@@ -19,7 +19,7 @@ from chalice.test import Client
 
 from sluice.clock import local_day
 from sluice_tools.fake_provider import FakeProvider, PercentBehaviour
-from sluice_tools.local.events import KinesisItem, kinesis_event
+from sluice_tools.local.events import KinesisItem, kinesis_event, scheduled_event
 from sluice_tools.local.lambda_api import LambdaApiServer
 from sluice_tools.local.lambda_service import LambdaService
 from sluice_tools.local.moto import MotoServer, stack_environment
@@ -123,7 +123,8 @@ class Demo:
         return self.client.lambda_.invoke("ventilator", event).payload
 
     def rearm(self) -> Any:
-        return self.client.lambda_.invoke("rearm", {}).payload
+        event = scheduled_event("us-east-1", "sluice-demo-local-rearm", "2026-11-27T09:00:00Z")
+        return self.client.lambda_.invoke("rearm", event).payload
 
     def mapping(self) -> dict[str, Any]:
         return self.aws.lambdas.get_mapping(self.deployed.mapping_uuids[0])

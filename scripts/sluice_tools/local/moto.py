@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ FAKE_CREDENTIALS = {
 
 class MotoServer:
     def __init__(self, port: int = 0) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.url = ""
 
