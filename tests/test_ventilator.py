@@ -92,9 +92,50 @@ def test_failing_record_is_retried_then_parked_while_the_rest_moves_on(demo, beh
                              if int(r["kinesis"]["sequenceNumber"]) >= int(lowest)]}
     assert attempts == [[seqs[1]], [seqs[1]], []]  # 3 attempts, then parked
     entry = demo.deployed.runtime.ledger().get("bad", demo.day)
-    assert (entry.status, entry.attempts, entry.reason) == (PARKED, 3, "http_503")
+    assert (entry.status, entry.attempts, entry.blamed) == (PARKED, 3, 3)
+    assert entry.reason == "http_503 after 3 attempts"
     assert demo.provider.served[("ok-1", demo.day)] == 1
     assert demo.provider.served[("ok-2", demo.day)] == 1
+
+
+def redeliver(demo, event, response):
+    lowest = min(failures(response), key=int)
+    return {"Records": [r for r in event["Records"]
+                        if int(r["kinesis"]["sequenceNumber"]) >= int(lowest)]}
+
+
+def test_an_outage_parks_nothing_the_records_wait(demo, behaviour):
+    behaviour.error_percentage = 100
+    event = demo.event([f"o{i}" for i in range(10)])
+    while demo.mapping()["State"] == "Enabled":
+        response = demo.ventilate(event)
+        event = redeliver(demo, event, response)
+    ledger = demo.deployed.runtime.ledger()
+    entries = ledger.lookup([f"o{i}" for i in range(10)], demo.day)
+    assert {e.status for e in entries.values()} == {"failed"}
+    assert max(e.attempts for e in entries.values()) > demo.settings.max_attempts
+    assert all(e.blamed == 0 for e in entries.values())
+    # The provider comes back: the next probe closes, and everything is fetched once.
+    behaviour.error_percentage = 0
+    demo.rearm()
+    for _ in range(12):
+        response = demo.ventilate(event)
+        if not failures(response):
+            break
+        event = redeliver(demo, event, response)
+    assert {demo.provider.served[(f"o{i}", demo.day)] for i in range(10)} == {1}
+
+
+def test_a_record_failing_alone_forever_is_parked_by_the_safety_net(demo, behaviour):
+    behaviour.error_percentage = 100
+    event = demo.event(["lonely"])
+    for _ in range(3 * demo.settings.max_attempts):
+        open_circuit(demo)
+        demo.rearm()
+        response = demo.ventilate(event)
+    assert failures(response) == []
+    entry = demo.deployed.runtime.ledger().get("lonely", demo.day)
+    assert (entry.status, entry.attempts, entry.blamed) == (PARKED, 9, 0)
 
 
 def test_ventilator_dying_after_its_workers_succeeded_fetches_nothing_twice(demo):
@@ -157,7 +198,7 @@ def test_failing_batches_open_the_circuit_at_size_one(demo, behaviour):
 
 def open_circuit(demo):
     control = demo.deployed.runtime.control()
-    control.update(lambda s: s.__class__(breaker=OPENED, batch_size=1, opens=1))
+    control.update(lambda s: s.__class__(breaker=OPENED, batch_size=1, opens=s.opens + 1))
     demo.aws.lambdas.update_mapping(demo.deployed.mapping_uuids[0],
                                     {"Enabled": False, "BatchSize": 1})
     return control

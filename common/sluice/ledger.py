@@ -9,7 +9,8 @@ A record moves through these states within a day::
                             |  ^
                             |  +---claim (lease expired: its holder died)
                             +--fail--> failed --claim--> in_progress ...
-                            +--fail (attempts >= max) / park--> parked   (final, with a reason)
+                            |            +--settle_failure(park)--> parked (final, a reason)
+                            +--fail(park: permanent error)--> parked
 
 A claim is one conditional write, made before any provider call. Its lease outlives the
 worker's Lambda timeout, so while a lease is live its holder may still be calling the
@@ -55,6 +56,7 @@ class Entry:
     day: str
     status: str
     attempts: int = 0
+    blamed: int = 0  # failed attempts held against the record itself (see ventilator)
     lease_until: float = 0.0
     claim_token: str = ""
     reason: str = ""
@@ -195,6 +197,34 @@ class Ledger:
             return False  # the claim was no longer ours; whoever holds it records the outcome
         return True
 
+    def settle_failure(
+        self, record_id: str, day: str, now: float, *, blamed: bool, park: bool, reason: str
+    ) -> bool:
+        """After its batch is judged: hold a failed attempt against the record (``blamed``),
+        and/or give up on it (``park``). Only while it is still ``failed`` (not re-claimed)."""
+        sets = ["updated_at = :now"]
+        values: dict[str, Any] = {"now": round(now, 3), "failed": FAILED}
+        if park:
+            sets += ["#st = :parked", "reason = :reason"]
+            values.update(parked=PARKED, reason=reason)
+        update = "SET " + ", ".join(sets) + (" ADD blamed :one" if blamed else "")
+        if blamed:
+            values["one"] = 1
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(record_id, day),
+                UpdateExpression=update,
+                ConditionExpression="#st = :failed",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=_values(**values),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False  # claimed again meanwhile (another shard): that attempt decides
+        return True
+
     def park_malformed(
         self, *, shard_id: str, sequence_number: str, day: str, reason: str, data: bytes, now: float
     ) -> None:
@@ -282,6 +312,7 @@ def _entry(item: Mapping[str, Any]) -> Entry:
         day=plain["sk"],
         status=plain.get("status", ""),
         attempts=int(plain.get("attempts", 0)),
+        blamed=int(plain.get("blamed", 0)),
         lease_until=float(plain.get("lease_until", 0.0)),
         claim_token=plain.get("claim_token", ""),
         reason=plain.get("reason", ""),

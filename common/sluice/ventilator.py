@@ -10,9 +10,16 @@ For each batch:
  4. Claim each remaining record (one conditional write) and invoke the worker for it, all
     concurrently but never more than the batch size the controller allows (the mapping may
     still deliver a bigger batch while an update settles). Each outcome is recorded as soon as
-    it is known; a record at max attempts, or failing permanently, is parked.
- 5. Feed the policy; apply its decision to the control state (optimistic lock) and the mapping.
- 6. Log one EMF line. Records to retry (failed below max attempts, deferred) go back to
+    it is known (the worker marks "fetched"; the ventilator marks "failed", or "parked" for a
+    permanent error such as 404).
+ 5. Judge the failures. A failed attempt is held against the record (toward max_attempts)
+    only when the provider was otherwise serving: another call in the batch succeeded, or the
+    record was blamed before and failed alone. A record failing while everything fails is the
+    provider's problem, not the record's: it waits on the stream, however long the outage,
+    instead of being parked. Safety net: parked anyway after 3 x max_attempts attempts, so a
+    poison record can never hold its shard for long.
+ 6. Feed the policy; apply its decision to the control state (optimistic lock) and the mapping.
+ 7. Log one EMF line. Records to retry (failed below max attempts, deferred) go back to
     Kinesis: as ``batchItemFailures`` when the mapping has ReportBatchItemFailures (it then
     checkpoints at the lowest one), otherwise by raising RetryBatch (the whole batch comes back
     and everything already finished is skipped by the ledger lookup).
@@ -44,6 +51,7 @@ from sluice.settings import ProviderSettings
 O_FETCHED, O_FAILED, O_PARKED = "fetched", "failed", "parked"
 O_SKIPPED, O_DEFERRED, O_MALFORMED = "skipped", "deferred", "malformed"
 RETRY_OUTCOMES = frozenset({O_FAILED, O_DEFERRED})
+SAFETY_NET_FACTOR = 3  # parked regardless after this many times max_attempts attempts
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,14 @@ class Outcome:
     record_id: str = ""
     error: str = ""
     sample: Sample | None = None
+    attempts: int = 0  # this attempt's number, when the provider was called
+    prior_blame: int = 0  # failed attempts already held against the record
+
+    @property
+    def judges_provider(self) -> bool:
+        """Whether this call tells us about the provider's health. A record already blamed
+        for failing while others succeeded says little about the provider when it fails again."""
+        return self.sample is not None and (self.sample.ok or self.prior_blame == 0)
 
 
 @dataclass
@@ -142,8 +158,9 @@ class Ventilator:
 
         to_call = self._triage(records, day, now, report)
         self._call(to_call, day, min(state.batch_size, self.settings.max_batch_size), report)
+        self._judge_failures(report, day)
 
-        samples = [o.sample for o in report.outcomes if o.sample is not None]
+        samples = [o.sample for o in report.outcomes if o.judges_provider]
         if samples:
             def step(current: ControlState) -> ControlState:
                 current = current if current.batch_size else _with_size(current, state.batch_size)
@@ -244,10 +261,31 @@ class Ventilator:
         if result.ok:
             if not result.recorded:
                 self.ledger.complete(rid, day, token, self.clock())
-            return Outcome(seq, O_FETCHED, rid, sample=sample)
-        give_up = result.permanent or entry.attempts >= self.settings.max_attempts
-        status = self.ledger.fail(rid, day, token, self.clock(), error=result.error, park=give_up)
-        return Outcome(seq, O_PARKED if status == PARKED else O_FAILED, rid, result.error, sample)
+            return Outcome(seq, O_FETCHED, rid, sample=sample, attempts=entry.attempts)
+        status = self.ledger.fail(rid, day, token, self.clock(), error=result.error,
+                                  park=result.permanent)
+        return Outcome(seq, O_PARKED if status == PARKED else O_FAILED, rid, result.error,
+                       sample, attempts=entry.attempts, prior_blame=entry.blamed)
+
+    def _judge_failures(self, report: BatchReport, day: str) -> None:
+        """Blame, and park at max attempts, the failures the provider is not to blame for."""
+        called = [o for o in report.outcomes if o.sample is not None]
+        failed = [o for o in called if o.outcome == O_FAILED]
+        served = sum(1 for o in called if o.sample.ok)
+        limit = self.settings.max_attempts
+        for i, o in enumerate(report.outcomes):
+            if o.outcome != O_FAILED:
+                continue
+            blamed = served > 0 or (o.prior_blame > 0 and len(failed) == 1)
+            blame = o.prior_blame + int(blamed)
+            park = blame >= limit or o.attempts >= limit * SAFETY_NET_FACTOR
+            if not (blamed or park):
+                continue
+            reason = f"{o.error} after {o.attempts} attempts"
+            settled = self.ledger.settle_failure(o.record_id, day, self.clock(), blamed=blamed,
+                                                 park=park, reason=reason)
+            if settled and park:
+                report.outcomes[i] = replace(o, outcome=O_PARKED)
 
     def _apply(self, view: MappingView, state: ControlState) -> str:
         return self.mapping.apply(view, enabled=state.mapping_enabled, batch_size=state.batch_size)

@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
+from sluice_tools.scenario import Scenario
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -60,6 +62,30 @@ class PercentBehaviour:
             slow = self._rng.random() * 100 < self.slow_percentage
             fail = self._rng.random() * 100 < self.error_percentage
         return Reply((self.slow_ms if slow else self.base_ms) / 1000, fail)
+
+
+class ScenarioBehaviour:
+    """The provider a scenario describes, at the scenario time of each call.
+
+    Scenario time runs ``time_scale`` times faster than the wall clock (phases compress);
+    latencies are drawn in real milliseconds (thresholds keep their meaning).
+    """
+
+    def __init__(self, scenario: Scenario, scenario_time: Callable[[], float],
+                 seed: int | None = None) -> None:
+        self.scenario = scenario
+        self.scenario_time = scenario_time
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def reply(self, record_id: str, in_flight: int) -> Reply:
+        state = self.scenario.state_at(self.scenario_time())
+        with self._lock:
+            latency = state.latency_s(self._rng, in_flight)
+            fail = state.fails(self._rng, in_flight)
+        if state.outage:
+            latency = min(latency, 0.05)  # a dead provider answers fast: 503 at the door
+        return Reply(latency, fail)
 
 
 class FailingIds:

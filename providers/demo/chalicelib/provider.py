@@ -15,8 +15,9 @@ STREAM = "sluice-demo"
 def fetch_record(record_id: str, settings: ProviderSettings) -> dict[str, Any]:
     settings.require("api_base_url")
     url = f"{settings.api_base_url.rstrip('/')}/records/{quote(record_id, safe='')}"
-    # Stay under the worker's own Lambda timeout so a slow call ends as a clean "timeout".
-    doc = get_json(url, timeout_s=max(1, settings.worker_timeout_s - 10))
+    # Stay well under the worker's own Lambda timeout (90 s -> 72 s, above the slowest
+    # provider's 70 s) so a slow call ends as a clean "timeout" instead of a killed worker.
+    doc = get_json(url, timeout_s=settings.worker_timeout_s * 0.8)
     if not isinstance(doc, dict) or doc.get("id") != record_id:
         raise ProviderError("invalid_response")
     return {

@@ -7,6 +7,7 @@ definitions a deploy merges into its template); the mapping comes from ``on_kine
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +18,36 @@ from sluice.clock import Clock, system_clock
 from sluice.metrics import Emit, stdout_emit
 from sluice.runtime import Runtime
 from sluice.settings import ENV_PREFIX, ProviderSettings, load_settings
+from sluice_tools.local.lambda_api import LambdaApiServer
 from sluice_tools.local.lambda_service import LambdaService, LocalFunction
+from sluice_tools.local.moto import MotoServer, stack_environment
 from sluice_tools.local.provider_app import ProviderApp
 from sluice_tools.resources import create_locally, provider_resources
 
 LOCAL_STAGE = "local"
+
+
+class LocalStack:
+    """moto (server mode) + the local Lambda service, with this process pointed at both."""
+
+    def __init__(self, *, update_delay_s: float = 0.5, moto_port: int = 0,
+                 lambda_port: int = 0) -> None:
+        self.moto = MotoServer(moto_port)
+        self.lambdas = LambdaService(update_delay_s=update_delay_s)
+        self.api = LambdaApiServer(self.lambdas, lambda_port)
+        self.env: dict[str, str] = {}
+
+    def start(self) -> LocalStack:
+        self.moto.start()
+        self.api.start()
+        self.env = stack_environment(self.moto.url, self.api.url)
+        os.environ.update(self.env)
+        boto3.setup_default_session()  # forget any session made before the endpoints were set
+        return self
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.moto.stop()
 
 
 def settings_from_env(env: Mapping[str, str]) -> ProviderSettings:
@@ -75,9 +101,13 @@ def deploy_provider(
     provider.module.runtime.install(runtime)
     for handler, name in functions.items():
         fn = provider.handler(handler)
-        if handler == "worker" and worker_wrapper is not None:
-            fn = worker_wrapper(fn)
-        lambdas.add_function(LocalFunction(name, fn, timeout_s=provider.timeout_s(handler, stage)))
+        timeout = provider.timeout_s(handler, stage)
+        if handler == "worker":
+            # The settings' worker timeout is the worker's Lambda timeout (scenarios shrink it).
+            timeout = settings.worker_timeout_s
+            if worker_wrapper is not None:
+                fn = worker_wrapper(fn)
+        lambdas.add_function(LocalFunction(name, fn, timeout_s=timeout))
 
     deployed = DeployedProvider(provider, settings, runtime, env, resources, functions)
     for source in provider.kinesis_sources():

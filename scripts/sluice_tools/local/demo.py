@@ -1,0 +1,192 @@
+"""`sluice local demo`: one provider end to end on this machine, then a report that proves it.
+
+moto (server mode) + the local Lambda service + the fake provider driven by a scenario; the
+provider's real Chalice app and the runtime package run unchanged. The run ends when every
+record is in a final state (or the time budget runs out), then reconciles the stream, the
+ledger and the provider's own meter into ``summary.json`` and ``chart.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer
+
+from sluice_tools.feed import feed, payloads_for
+from sluice_tools.local.faults import Faults
+from sluice_tools.local.session import StackSession
+from sluice_tools.report import Trace, build_summary, write_report
+from sluice_tools.scenario import Scenario
+
+
+@dataclass
+class DemoOptions:
+    scenario: Scenario
+    provider: str = "demo"
+    time_scale: float = 60.0
+    report_dir: Path | None = None
+    faults: bool = False
+    seed: int = 1
+    max_wall_s: float | None = None
+    update_delay_s: float = 0.5
+    report_batch_item_failures: bool = True
+
+
+@dataclass
+class Progress:
+    """What the live view shows, refreshed by the run loop."""
+
+    scenario_s: float = 0.0
+    batch_size: int = 0
+    mapping_state: str = ""
+    breaker: str = "closed"
+    in_flight: int = 0
+    p90_ms: float = 0.0
+    error_rate: float = 0.0
+    fetched: int = 0
+    parked: int = 0
+    remaining: int = 0
+    total: int = 0
+    rate_per_s: float = 0.0
+    eta_s: float | None = None
+    opens: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class DemoRun:
+    def __init__(self, options: DemoOptions,
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.options = options
+        self.on_progress = on_progress
+        self.trace = Trace(time_scale=options.time_scale)
+        self.progress = Progress()
+        self.faults = Faults(options.seed) if options.faults else None
+        self._rates: list[tuple[float, int]] = []
+
+    def run(self) -> dict[str, Any]:
+        opts = self.options
+        session = StackSession(
+            provider=opts.provider, scenario=opts.scenario, time_scale=opts.time_scale,
+            update_delay_s=opts.update_delay_s, faults=self.faults, emit=self.trace.emit,
+            seed=opts.seed, report_batch_item_failures=opts.report_batch_item_failures,
+            scenario_time=lambda: self.trace.scenario_s(time.time()),
+        )
+        try:
+            session.start(deliver=False)
+            assert session.api is not None and session.deployed is not None
+            session.api.on_call = self.trace.call
+            entries, unique_ids, malformed = self._payloads(session.deployed.settings.provider)
+            self.trace.started = time.time()
+            feed(boto3.client("kinesis"), session.deployed.settings.stream_name, entries,
+                 lock=session.stream_lock)
+            session.start_delivery()
+            drained = self._wait(session, len(unique_ids) + malformed)
+            session.scheduler.stop()
+            for poller in session.pollers:
+                poller.stop()
+            self.trace.finished = time.time()
+            deployed = session.deployed
+            summary = build_summary(
+                scenario=opts.scenario,
+                settings=deployed.settings,
+                ledger_items=_scan(deployed.settings.table_name),
+                records=len(entries),
+                unique_ids=unique_ids,
+                malformed_put=malformed,
+                provider=session.api,
+                trace=self.trace,
+                drained=drained,
+                opens=deployed.runtime.control().load().opens,
+                shards=deployed.settings.shards,
+                time_scale=opts.time_scale,
+                faults=self.faults.summary() if self.faults else None,
+                aws_calls=None,
+            )
+        finally:
+            session.stop()
+        if opts.report_dir is not None:
+            write_report(summary, self.trace, opts.scenario, opts.report_dir)
+        return summary
+
+    def _payloads(self, provider: str) -> tuple[list[tuple[str, bytes]], set[str], int]:
+        scenario, rng = self.options.scenario, random.Random(self.options.seed)
+        ids = [f"{provider}-{i:06d}" for i in range(scenario.records)]
+        entries = payloads_for(ids)
+        # Ad-hoc duplicates: an adviser asks again for ids the schedule already enqueued.
+        dupes = rng.sample(ids, k=min(len(ids), math.ceil(scenario.duplicates * len(ids))))
+        entries += payloads_for(dupes, source="adhoc")
+        malformed = 0
+        for i in range(math.ceil(scenario.malformed * len(ids))):
+            entries.insert(rng.randrange(len(entries)), (f"bad-{i}", b"\x00not a request"))
+            malformed += 1
+        if self.faults is not None:
+            mixed = []
+            for entry in entries:
+                mixed.append(entry)
+                garbage = self.faults.malformed_payload()
+                if garbage is not None:
+                    mixed.append((f"fault-{len(mixed)}", garbage))
+                    malformed += 1
+            entries = mixed
+        return entries, set(ids), malformed
+
+    def _wait(self, session: StackSession, expected_final: int) -> bool:
+        opts, scenario = self.options, self.options.scenario
+        budget = opts.max_wall_s
+        if budget is None:
+            # The scenario's phases, then the backlog at a fraction of a healthy pace.
+            budget = scenario.last_phase_s / opts.time_scale + 120 + scenario.records * 0.25
+        deadline = time.time() + budget
+        deployed = session.deployed
+        assert deployed is not None
+        ledger, control = deployed.runtime.ledger(), deployed.runtime.control()
+        lam = boto3.client("lambda")
+        day = self.trace.day(deployed.settings)
+        while time.time() < deadline:
+            counts = ledger.day_counts(day)
+            final = counts.get("fetched", 0) + counts.get("parked", 0)
+            mapping = lam.get_event_source_mapping(UUID=deployed.mapping_uuids[0])
+            self._refresh(session, counts, expected_final, control.load(), mapping)
+            if final >= expected_final and session.idle_for(0.5):
+                return True
+            time.sleep(0.25)
+        return False
+
+    def _refresh(self, session: StackSession, counts: dict[str, int], total: int, state: Any,
+                 mapping: dict[str, Any]) -> None:
+        p, now = self.progress, time.time()
+        assert session.api is not None
+        p.scenario_s = self.trace.scenario_s(now)
+        p.batch_size, p.mapping_state = mapping["BatchSize"], mapping["State"]
+        p.breaker, p.opens = state.label, state.opens
+        p.in_flight = session.api.in_flight
+        last = self.trace.last_batch()
+        if last:
+            p.p90_ms, p.error_rate = last["LatencyP90"], last["ErrorRate"]
+        p.fetched, p.parked = counts.get("fetched", 0), counts.get("parked", 0)
+        p.total = total
+        p.remaining = max(0, total - p.fetched - p.parked)
+        self._rates.append((now, p.fetched + p.parked))
+        while now - self._rates[0][0] > 10:
+            self._rates.pop(0)
+        span = self._rates[-1][0] - self._rates[0][0]
+        p.rate_per_s = (self._rates[-1][1] - self._rates[0][1]) / span if span > 1 else 0.0
+        p.eta_s = p.remaining / p.rate_per_s if p.rate_per_s > 0 else None
+        p.events = self.trace.events[-6:]
+        if self.on_progress:
+            self.on_progress(p)
+
+
+def _scan(table_name: str) -> list[dict[str, Any]]:
+    de = TypeDeserializer()
+    items: list[dict[str, Any]] = []
+    for page in boto3.client("dynamodb").get_paginator("scan").paginate(TableName=table_name):
+        items += [{k: de.deserialize(v) for k, v in item.items()} for item in page["Items"]]
+    return items

@@ -1,0 +1,142 @@
+"""A running local stack with one provider deployed: the pieces `demo` and `up` share.
+
+moto + the local Lambda service + a fake provider following a scenario, the provider's
+Chalice app deployed onto them, one poller per shard and the app's schedules.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+from sluice.metrics import Emit, stdout_emit
+from sluice_tools.fake_provider import FakeProvider, ScenarioBehaviour
+from sluice_tools.local.faults import Faults
+from sluice_tools.local.poller import ShardPoller
+from sluice_tools.local.provider_app import load_provider
+from sluice_tools.local.scheduler import Scheduler
+from sluice_tools.local.stack import LOCAL_STAGE, DeployedProvider, LocalStack, deploy_provider
+from sluice_tools.scenario import Scenario
+
+# The local stack shrinks the worker's timeout (90 s in AWS) so a hung worker costs seconds.
+LOCAL_WORKER_TIMEOUT_S = 10
+
+
+class StackSession:
+    def __init__(
+        self,
+        *,
+        provider: str,
+        scenario: Scenario,
+        time_scale: float = 1.0,
+        moto_port: int = 0,
+        lambda_port: int = 0,
+        update_delay_s: float = 0.5,
+        faults: Faults | None = None,
+        emit: Emit = stdout_emit,
+        seed: int = 1,
+        report_batch_item_failures: bool = True,
+        scenario_time: Callable[[], float] | None = None,
+    ) -> None:
+        self.provider_name = provider
+        self.scenario = scenario
+        self.time_scale = time_scale
+        self.faults = faults
+        self.emit = emit
+        self.seed = seed
+        self.report_batch_item_failures = report_batch_item_failures
+        self.started = time.time()
+        self.scenario_time = scenario_time or (lambda: (time.time() - self.started) * time_scale)
+        self.stack = LocalStack(update_delay_s=update_delay_s, moto_port=moto_port,
+                                lambda_port=lambda_port)
+        self.api: FakeProvider | None = None
+        self.deployed: DeployedProvider | None = None
+        self.pollers: list[ShardPoller] = []
+        self.scheduler: Scheduler | None = None
+        self.stream_lock = threading.Lock()
+
+    def start(self, deliver: bool = True) -> StackSession:
+        """Start everything; with ``deliver=False`` pollers and schedules wait for
+        ``start_delivery`` (so a demo can fill the stream first)."""
+        self.stack.start()
+        behaviour = ScenarioBehaviour(self.scenario, self.scenario_time, seed=self.seed)
+        self.api = FakeProvider(behaviour).start()
+        self.deployed = self._deploy()
+        kinesis, cloudwatch = boto3.client("kinesis"), boto3.client("cloudwatch")
+        shards = kinesis.list_shards(StreamName=self.deployed.settings.stream_name)["Shards"]
+        self.pollers = [
+            ShardPoller(self.stack.lambdas, uuid, kinesis, self.deployed.settings.stream_name,
+                        shard["ShardId"], stream_lock=self.stream_lock, cloudwatch=cloudwatch)
+            for uuid in self.deployed.mapping_uuids
+            for shard in shards
+        ]
+        self.scheduler = Scheduler(self.stack.lambdas, time_scale=self.time_scale)
+        for handler, period in self.deployed.provider.schedules():
+            self.scheduler.add(self.deployed.functions[handler], period)
+        if deliver:
+            self.start_delivery()
+        return self
+
+    def start_delivery(self) -> None:
+        self.started = time.time()
+        for poller in self.pollers:
+            poller.start()
+        assert self.scheduler is not None
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for poller in self.pollers:
+            poller.stop()
+        if self.api is not None:
+            self.api.stop()
+        self.stack.stop()
+
+    def _deploy(self) -> DeployedProvider:
+        assert self.api is not None
+        overrides = {"worker_timeout_s": LOCAL_WORKER_TIMEOUT_S, **self.scenario.settings}
+        wrapper = None
+        if self.faults is not None:
+            faults, timeout = self.faults, float(overrides["worker_timeout_s"])
+            wrapper = lambda fn: faults.wrap_worker(fn, timeout)  # noqa: E731
+        deployed = deploy_provider(
+            load_provider(self.provider_name),
+            self.stack.lambdas,
+            api_base_url=self.api.url,
+            overrides=overrides,
+            emit=self.emit,
+            function_response_types=(["ReportBatchItemFailures"]
+                                     if self.report_batch_item_failures else None),
+            worker_wrapper=wrapper,
+        )
+        if self.faults is not None:
+            self.stack.lambdas.conflict_injector = self.faults.esm_conflict
+            self.faults.throttle_dynamodb(deployed.runtime.dynamodb)
+            ventilator = deployed.runtime.ventilator(deployed.settings.ventilator_function)
+            ventilator.invoke = self.faults.wrap_invoke(ventilator.invoke)
+        return deployed
+
+    def idle_for(self, seconds: float) -> bool:
+        return all(time.time() - p.stats.last_batch_at > seconds for p in self.pollers)
+
+    def exports(self) -> dict[str, str]:
+        return {**self.stack.env, "SLUICE_STAGE": LOCAL_STAGE}
+
+    def describe(self) -> dict[str, Any]:
+        assert self.deployed is not None and self.api is not None
+        s = self.deployed.settings
+        return {
+            "provider": s.provider,
+            "stage": LOCAL_STAGE,
+            "functions": self.deployed.functions,
+            "stream": s.stream_name,
+            "table": s.table_name,
+            "bucket": s.result_bucket,
+            "fake_provider_api": self.api.url,
+            "scenario": self.scenario.name,
+        }

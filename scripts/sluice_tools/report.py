@@ -1,0 +1,237 @@
+"""The run report: what happened (a trace), what it adds up to (summary.json), and a chart.
+
+The summary reconciles three independent sources: the stream (what was put), the ledger (what
+sluice says happened to each record) and the provider's own meter (what was actually served),
+and checks the invariants of DESIGN.md on them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sluice.clock import local_day
+from sluice.settings import ProviderSettings
+from sluice_tools.scenario import Scenario
+
+
+@dataclass
+class Call:
+    t: float
+    latency_ms: float
+    ok: bool
+    in_flight: int
+
+
+@dataclass
+class Trace:
+    """Everything observed during a run, in wall-clock time. Thread-safe appends."""
+
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+    batches: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    rearms: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    time_scale: float = 1.0
+    _breaker: str = "closed"
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def emit(self, doc: Mapping[str, Any]) -> None:
+        """The runtime's log sink: EMF batch lines and rearm lines."""
+        now = time.time()
+        with self._lock:
+            if doc.get("event") == "batch":
+                self.batches.append((now, dict(doc)))
+                breaker = doc.get("breaker", "closed")
+                if breaker != self._breaker:
+                    why = f" ({doc['health']})" if doc.get("health") else ""
+                    self._note(now, f"breaker {self._breaker} -> {breaker}{why}")
+                    self._breaker = breaker
+            elif doc.get("event") == "rearm":
+                self.rearms.append((now, dict(doc)))
+                if doc.get("action") == "half_open":
+                    self._note(now, "rearm: half-open, probing at batch size 1")
+                    self._breaker = "half_open"
+
+    def call(self, t: float, latency_ms: float, ok: bool, in_flight: int) -> None:
+        with self._lock:
+            self.calls.append(Call(t, latency_ms, ok, in_flight))
+
+    def _note(self, now: float, text: str) -> None:
+        self.events.append(f"{_clock(self.scenario_s(now))} {text}")
+
+    def scenario_s(self, t: float) -> float:
+        return max(0.0, (t - self.started) * self.time_scale)
+
+    def last_batch(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self.batches[-1][1] if self.batches else None
+
+    def day(self, settings: ProviderSettings) -> str:
+        return local_day(time.time(), settings.zone)
+
+    def open_periods(self) -> list[tuple[float, float]]:
+        """Wall-clock intervals from a batch that opened the breaker to the one that closed it."""
+        periods, start = [], None
+        for t, doc in self.batches:
+            state = doc.get("breaker")
+            if state == "open" and start is None:
+                start = t
+            elif state == "closed" and start is not None:
+                periods.append((start, t))
+                start = None
+        if start is not None:
+            periods.append((start, self.finished or time.time()))
+        return periods
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def _final_states(items: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], int]:
+    states: dict[str, str] = {}
+    malformed = 0
+    for item in items:
+        pk = str(item["pk"])
+        if pk == "#malformed":
+            malformed += 1
+        elif not pk.startswith("#"):
+            status = item.get("status", "")
+            if status == "fetched" or (status == "parked" and states.get(pk) != "fetched"):
+                states[pk] = status
+            else:
+                states.setdefault(pk, status)
+    return states, malformed
+
+
+def build_summary(
+    *,
+    scenario: Scenario,
+    settings: ProviderSettings,
+    ledger_items: list[dict[str, Any]],
+    records: int,
+    unique_ids: set[str],
+    malformed_put: int,
+    provider: Any,
+    trace: Trace,
+    drained: bool,
+    opens: int,
+    shards: int,
+    time_scale: float,
+    faults: dict[str, int] | None,
+    aws_calls: dict[str, Any] | None,
+) -> dict[str, Any]:
+    states, malformed_parked = _final_states(ledger_items)
+    fetched = sum(1 for rid in unique_ids if states.get(rid) == "fetched")
+    parked_ids = sum(1 for rid in unique_ids if states.get(rid) == "parked")
+    lost = sum(1 for rid in unique_ids if states.get(rid) not in ("fetched", "parked"))
+    lost += max(0, malformed_put - malformed_parked)
+    parked = parked_ids + min(malformed_parked, malformed_put)
+    stats = provider.stats()
+    threshold = settings.latency_threshold_ms
+    periods = trace.open_periods()
+    calls_while_open = sum(1 for c in trace.calls if any(a <= c.t <= b for a, b in periods))
+    probes_allowed = sum(
+        1 for t, doc in trace.rearms
+        if doc.get("action") == "half_open" and any(a <= t <= b for a, b in periods)
+    ) * shards
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "provider": settings.provider,
+        "policy": settings.policy,
+        "time_scale": time_scale,
+        "records": records,
+        "fetched": fetched,
+        "skipped_duplicates": records - fetched - parked - lost,
+        "parked": parked,
+        "lost": lost,
+        "duplicate_fetches": stats["duplicates"],
+        "max_in_flight": stats["max_in_flight"],
+        "max_concurrency": settings.max_concurrency,
+        "latency_threshold_ms": threshold,
+        "provider_calls": stats["calls"],
+        "calls_over_threshold": sum(1 for c in trace.calls if c.latency_ms > threshold),
+        "calls_failed": stats["failures"],
+        "calls_while_open": calls_while_open,
+        "breaker_opened": opens,
+        "rearm_probes": sum(1 for _, d in trace.rearms if d.get("action") == "half_open"),
+        "makespan_s": round((trace.finished or time.time()) - trace.started, 2),
+        "scenario_makespan_s": round(trace.scenario_s(trace.finished or time.time()), 1),
+        "batch_size_trace": [[round(trace.scenario_s(t), 1), d["BatchSize"]]
+                             for t, d in trace.batches],
+        "open_periods_s": [[round(trace.scenario_s(a), 1), round(trace.scenario_s(b), 1)]
+                           for a, b in periods],
+        "events": list(trace.events),
+    }
+    if faults is not None:
+        summary["faults_injected"] = faults
+    if aws_calls is not None:
+        summary["aws_calls"] = aws_calls
+    summary["invariants"] = {
+        "once_a_day": stats["duplicates"] == 0,
+        "nothing_lost": lost == 0 and drained,
+        "concurrency_cap": stats["max_in_flight"] <= settings.max_concurrency,
+        "no_blocked_shard": drained,
+        "probes_while_open": calls_while_open <= probes_allowed,
+    }
+    return summary
+
+
+def write_report(summary: dict[str, Any], trace: Trace, scenario: Scenario, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_chart(trace, scenario, summary, out / "chart.png")
+
+
+def write_chart(trace: Trace, scenario: Scenario, summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [trace.scenario_s(t) / 60 for t, _ in trace.batches]
+    docs = [d for _, d in trace.batches]
+    fig, (ax_size, ax_lat, ax_err) = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    ax_size.step(minutes, [d["BatchSize"] for d in docs], where="post", label="batch size")
+    end = max(minutes, default=0.0)
+    grid = [i * end / 400 for i in range(401)]
+    ax_size.plot(grid, [scenario.state_at(m * 60).capacity for m in grid], "--", color="grey",
+                 label="provider capacity")
+    ax_size.axhline(summary["max_concurrency"], color="red", linewidth=0.8, label="X")
+    ax_size.set_ylabel("batch size")
+    ax_size.legend(loc="upper right", fontsize=8)
+    called = [(m, d) for m, d in zip(minutes, docs, strict=True) if d["Calls"]]
+    ax_lat.plot([m for m, _ in called], [d["LatencyP90"] for _, d in called], ".-",
+                markersize=3, label="p90 latency per batch")
+    threshold = summary.get("latency_threshold_ms")
+    if threshold:
+        ax_lat.axhline(threshold, color="red", linewidth=0.8, label="threshold")
+    ax_lat.set_ylabel("ms")
+    ax_lat.legend(loc="upper right", fontsize=8)
+    ax_err.plot([m for m, _ in called], [d["ErrorRate"] for _, d in called], ".-",
+                color="darkorange", markersize=3, label="error rate per batch")
+    ax_err.set_ylabel("error rate")
+    ax_err.set_ylim(-0.05, 1.05)
+    ax_err.set_xlabel("scenario time (minutes)")
+    ax_err.legend(loc="upper right", fontsize=8)
+    for a, b in trace.open_periods():
+        for ax in (ax_size, ax_lat, ax_err):
+            ax.axvspan(trace.scenario_s(a) / 60, trace.scenario_s(b) / 60, color="red",
+                       alpha=0.12, linewidth=0)
+    ok = all(summary["invariants"].values())
+    fig.suptitle(f"{summary['provider']} / {scenario.name}: {summary['fetched']} fetched, "
+                 f"{summary['parked']} parked, {summary['lost']} lost, "
+                 f"{summary['duplicate_fetches']} duplicates "
+                 f"({'invariants hold' if ok else 'INVARIANT FAILED'}); shaded = circuit open")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""The mapping client against the local Lambda service's real API (AWS semantics), plus
+botocore's Stubber for the error code the local service never returns."""
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from sluice.mapping import (
+    DEFERRED,
+    UNCHANGED,
+    UPDATED,
+    MappingClient,
+    MappingNotFound,
+    MappingView,
+)
+from sluice_tools.local.lambda_service import LambdaService, LocalFunction
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+
+
+class Ticker:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def mapping(aws):
+    aws.lambdas.add_function(LocalFunction("vent", lambda e, c: None))
+    created = aws.lambdas.create_mapping("vent", STREAM_ARN, batch_size=10)
+    return created["UUID"]
+
+
+def test_finds_its_own_mapping_and_updates_only_on_change(aws, mapping):
+    client = MappingClient("vent")
+    view = client.find(STREAM_ARN)
+    assert (view.uuid, view.batch_size, view.enabled) == (mapping, 10, True)
+    assert client.apply(view, enabled=True, batch_size=10) == UNCHANGED
+    assert aws.lambdas.update_calls == 0
+    assert client.apply(view, enabled=True, batch_size=4) == UPDATED
+    assert client.find(STREAM_ARN).batch_size == 4  # cached UUID, fresh state
+
+
+def test_finds_by_stream_name_for_rearm(aws, mapping):
+    assert MappingClient("vent").find(stream_name="s").uuid == mapping
+    with pytest.raises(MappingNotFound, match="is the provider deployed"):
+        MappingClient("vent").find(stream_name="other")
+
+
+def test_an_update_while_updating_is_deferred_not_an_error(aws, mapping):
+    ticker = Ticker()
+    aws.lambdas.clock = ticker
+    aws.lambdas.update_delay_s = 5.0
+    client = MappingClient("vent")
+    assert client.apply(client.find(STREAM_ARN), enabled=True, batch_size=5) == UPDATED
+    view = client.find(STREAM_ARN)
+    assert view.state == "Updating" and view.batch_size == 10  # not in effect yet
+    assert client.apply(view, enabled=True, batch_size=2) == DEFERRED
+    # Even a blind update (a stale view) gets AWS's conflict, and is deferred too.
+    stale = view.__class__(view.uuid, 10, "Enabled", view.event_source_arn, False)
+    assert client.apply(stale, enabled=True, batch_size=2) == DEFERRED
+    assert aws.lambdas.conflicts == 1
+    ticker.t = 6.0
+    view = client.find(STREAM_ARN)
+    assert (view.state, view.batch_size) == ("Enabled", 5)
+    assert client.apply(view, enabled=False, batch_size=5) == UPDATED
+    assert client.find(STREAM_ARN).state == "Disabling"
+
+
+def test_resource_in_use_is_deferred_too():
+    lam = boto3.client("lambda", region_name="us-east-1")
+    client = MappingClient("vent", client=lam)
+    uuid = "6f1c2d3e-0000-4000-8000-000000000001"
+    with Stubber(lam) as stub:
+        stub.add_client_error("update_event_source_mapping", "ResourceInUseException",
+                              http_status_code=400,
+                              expected_params={"UUID": uuid, "BatchSize": 3})
+        result = client.apply(MappingView(uuid, 10, "Enabled", STREAM_ARN, False),
+                              enabled=True, batch_size=3)
+        stub.assert_no_pending_responses()
+    assert result == DEFERRED
+
+
+def test_local_service_rejects_out_of_range_batch_sizes():
+    service = LambdaService()
+    service.add_function(LocalFunction("f", lambda e, c: None))
+    uuid = service.create_mapping("f", STREAM_ARN, batch_size=5)["UUID"]
+    with pytest.raises(Exception, match="BatchSize"):
+        service.update_mapping(uuid, {"BatchSize": 0})
