@@ -13,11 +13,13 @@ For each batch:
     it is known (the worker marks "fetched"; the ventilator marks "failed", or "parked" for a
     permanent error such as 404).
  5. Judge the failures. A failed attempt is held against the record (toward max_attempts)
-    only when the provider was otherwise serving: another call in the batch succeeded, or the
-    record was blamed before and failed alone. A record failing while everything fails is the
-    provider's problem, not the record's: it waits on the stream, however long the outage,
-    instead of being parked. Safety net: parked anyway after 3 x max_attempts attempts, so a
-    poison record can never hold its shard for long.
+    only when the provider was otherwise serving: another call in the same batch succeeded,
+    or the record, already blamed, failed alone again while the breaker is closed and the
+    recent window is healthy (a poison record at the head of a redelivered batch; that call
+    is then kept out of the health judgement, so one bad record cannot shrink the batch or
+    open the circuit). A record failing while everything fails is the provider's problem,
+    not the record's: it waits on the stream, however long the outage, instead of being
+    parked. Safety net: parked anyway after 3 x max_attempts attempts.
  6. Feed the policy; apply its decision to the control state (optimistic lock) and the mapping.
  7. Log one EMF line. Records to retry (failed below max attempts, deferred) go back to
     Kinesis: as ``batchItemFailures`` when the mapping has ReportBatchItemFailures (it then
@@ -80,12 +82,11 @@ class Outcome:
     sample: Sample | None = None
     attempts: int = 0  # this attempt's number, when the provider was called
     prior_blame: int = 0  # failed attempts already held against the record
+    suspect: bool = False  # failed alone again after being blamed: says nothing of the provider
 
     @property
     def judges_provider(self) -> bool:
-        """Whether this call tells us about the provider's health. A record already blamed
-        for failing while others succeeded says little about the provider when it fails again."""
-        return self.sample is not None and (self.sample.ok or self.prior_blame == 0)
+        return self.sample is not None and not self.suspect
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Ventilator:
 
         to_call = self._triage(records, day, now, report)
         self._call(to_call, day, min(state.batch_size, self.settings.max_batch_size), report)
-        self._judge_failures(report, day)
+        self._judge_failures(report, day, state)
 
         samples = [o.sample for o in report.outcomes if o.judges_provider]
         if samples:
@@ -267,16 +268,24 @@ class Ventilator:
         return Outcome(seq, O_PARKED if status == PARKED else O_FAILED, rid, result.error,
                        sample, attempts=entry.attempts, prior_blame=entry.blamed)
 
-    def _judge_failures(self, report: BatchReport, day: str) -> None:
+    def _judge_failures(self, report: BatchReport, day: str, state: ControlState) -> None:
         """Blame, and park at max attempts, the failures the provider is not to blame for."""
         called = [o for o in report.outcomes if o.sample is not None]
         failed = [o for o in called if o.outcome == O_FAILED]
         served = sum(1 for o in called if o.sample.ok)
         limit = self.settings.max_attempts
+        window_errors = sum(1 for s in state.window if not s.ok)
+        healthy_lately = (state.breaker == breaker.CLOSED and len(state.window) >= 5
+                          and window_errors / len(state.window)
+                          <= self.settings.error_rate_threshold / 2)
         for i, o in enumerate(report.outcomes):
             if o.outcome != O_FAILED:
                 continue
-            blamed = served > 0 or (o.prior_blame > 0 and len(failed) == 1)
+            suspect = (served == 0 and len(failed) == 1 and o.prior_blame > 0
+                       and healthy_lately)
+            blamed = served > 0 or suspect
+            if suspect:
+                report.outcomes[i] = o = replace(o, suspect=True)
             blame = o.prior_blame + int(blamed)
             park = blame >= limit or o.attempts >= limit * SAFETY_NET_FACTOR
             if not (blamed or park):
