@@ -44,13 +44,16 @@ class ControlStore:
         ).get("Item")
         return _decode(item) if item else ControlState()
 
-    def update(self, change: Callable[[ControlState], ControlState]) -> ControlState:
+    def update(
+        self, change: Callable[[ControlState], ControlState], current: ControlState | None = None
+    ) -> ControlState:
         """Apply ``change`` to the stored state under an optimistic lock; returns the result.
 
-        ``change`` must be pure: it runs again on a fresh read after a conflict.
+        ``current`` is a state just loaded (saves a read); if it is stale the write fails and
+        the loop re-reads. ``change`` must be pure: it runs again on a fresh read.
         """
         for _ in range(self._max_tries):
-            current = self.load()
+            current = current if current is not None else self.load()
             wanted = change(current)
             if wanted == current:
                 return current
@@ -65,6 +68,7 @@ class ControlStore:
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
+                current = None
                 continue
             return stored
         raise ControlConflict(f"control item kept changing after {self._max_tries} tries")

@@ -145,7 +145,7 @@ class Ventilator:
         now = self.clock()
         day = local_day(now, self.settings.zone)
         view = self.mapping.find(stream_arn)
-        state = self.control.load()
+        loaded = state = self.control.load()
         if state.batch_size == 0:  # first batch ever: learn the size the mapping started with
             state = _with_size(state, self.policy.clamp(view.batch_size))
         report = BatchReport(state=state, reports_item_failures=view.reports_item_failures)
@@ -169,7 +169,7 @@ class Ventilator:
                 report.decision = decision
                 return breaker.after_batch(current, decision, self.clock())
 
-            report.state = self.control.update(step)
+            report.state = self.control.update(step, current=loaded)
         report.mapping_update = self._apply(view, report.state)
         self.ledger.count(
             day,

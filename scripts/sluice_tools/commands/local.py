@@ -52,6 +52,15 @@ def register(commands: Any) -> None:
     up.add_argument("--moto-port", type=int, default=5000)
     up.add_argument("--lambda-port", type=int, default=5001)
     up.set_defaults(run=run_up)
+    bench = sub.add_parser("bench", help="records/s and AWS calls per record, instant provider",
+                           description="Run the pipeline against a 1 ms provider and report "
+                           "records per second and AWS calls per fetched record by service and "
+                           "operation (what sluice itself costs).")
+    bench.add_argument("--records", type=int, default=1000)
+    bench.add_argument("--max-concurrency", type=int, default=10)
+    bench.add_argument("--provider", default="demo")
+    bench.add_argument("--json", type=Path, help="also write the numbers here")
+    bench.set_defaults(run=run_bench)
     local.set_defaults(run=lambda args: local.print_help() or 2)
 
 
@@ -96,3 +105,25 @@ def run_up(args: argparse.Namespace) -> int:
     finally:
         session.stop()
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sluice_tools.local.bench import run_bench as bench
+
+    result = bench(records=args.records, provider=args.provider,
+                   max_concurrency=args.max_concurrency)
+    console = Console()
+    console.print(f"{result['fetched']}/{result['records']} records in {result['seconds']} s: "
+                  f"[bold]{result['records_per_s']} records/s[/], "
+                  f"[bold]{result['aws_calls_per_record']} AWS calls per record[/] "
+                  f"({result['batches']} batches, X={result['max_concurrency']})")
+    table = Table("service:operation", "calls per record")
+    for op, n in result["by_operation_per_record"].items():
+        table.add_row(op, f"{n:.3f}")
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["fetched"] == result["records"] else 1
