@@ -61,7 +61,7 @@ def steps_to_open(policy, start=10):
 def test_default_backs_off_faster_than_seed_in_an_outage():
     default = steps_to_open(AimdPolicy(max_size=10))
     seed = steps_to_open(SeedPolicy(max_size=10))
-    assert default == 4  # 10 -> 5 -> 2 -> 1 -> open
+    assert default == 5  # 10 -> 7 -> 4 -> 2 -> 1 -> open
     assert seed == 10  # 10 -> 9 -> ... -> 1 -> open
     assert default < seed
 
@@ -75,7 +75,7 @@ def test_default_ignores_one_stray_error_after_a_run_of_good_calls():
 
 
 def test_default_judges_latency_on_the_window_p90_once_it_has_enough_samples():
-    policy = AimdPolicy(max_size=10, min_samples=5)
+    policy = AimdPolicy(max_size=10, min_samples=10)
     # One slow call out of a large healthy window: p90 is still fast.
     assert policy.decide(4, batch(fast=3, slow=1), tuple(batch(fast=16))).action == HOLD
     # Mostly slow: p90 of the window is slow.
@@ -83,14 +83,14 @@ def test_default_judges_latency_on_the_window_p90_once_it_has_enough_samples():
 
 
 def test_default_small_batch_needs_a_slow_median_not_one_outlier():
-    policy = AimdPolicy(max_size=10, min_samples=5)
+    policy = AimdPolicy(max_size=10, min_samples=10)
     assert policy.decide(3, batch(fast=2, slow=1)).action == HOLD
     assert policy.decide(3, batch(fast=1, slow=2)).action == DECREASE
 
 
 def test_default_clears_the_window_after_a_decrease():
     decision = AimdPolicy(max_size=10).decide(8, batch(slow=8))
-    assert decision.size == 4 and decision.window == ()
+    assert decision.size == 5 and decision.window == ()
 
 
 def test_default_recovers_one_step_per_healthy_batch_up_to_x():

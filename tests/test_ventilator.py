@@ -171,22 +171,22 @@ def test_a_claim_left_by_a_dead_ventilator_waits_for_its_lease(demo):
 def test_slow_batches_shrink_the_batch_size(demo, behaviour):
     behaviour.slow_percentage, behaviour.slow_ms = 100, 260  # threshold is 200 ms here
     demo.ventilate(demo.event([f"s{i}" for i in range(10)]))
-    assert demo.mapping()["BatchSize"] == 5
-    demo.ventilate(demo.event([f"t{i}" for i in range(5)]))
-    assert demo.mapping()["BatchSize"] == 2
+    assert demo.mapping()["BatchSize"] == 7
+    demo.ventilate(demo.event([f"t{i}" for i in range(7)]))
+    assert demo.mapping()["BatchSize"] == 4
     assert [b["decision"] for b in demo.batches()] == ["decrease", "decrease"]
 
 
 def test_failing_batches_open_the_circuit_at_size_one(demo, behaviour):
     behaviour.error_percentage = 100
     sizes = []
-    for i in range(6):
+    for i in range(8):
         size = demo.mapping()["BatchSize"]
         if demo.mapping()["State"] == "Disabled":
             break
         demo.ventilate(demo.event([f"e{i}-{j}" for j in range(size)]))
         sizes.append(demo.mapping()["BatchSize"])
-    assert sizes == [5, 2, 1, 1]
+    assert sizes == [7, 4, 2, 1, 1]
     assert demo.mapping()["State"] == "Disabled"
     state = demo.deployed.runtime.control().load()
     assert (state.breaker, state.reason) == (OPENED, "errors")
@@ -259,11 +259,11 @@ def test_a_mapping_update_conflict_does_not_fail_the_batch(demo, behaviour):
     assert failures(response) == []
     assert demo.batches()[-1]["mapping_update"] == "deferred"
     assert demo.mapping()["BatchSize"] == 10
-    assert demo.deployed.runtime.control().load().batch_size == 5  # what it still asks for
+    assert demo.deployed.runtime.control().load().batch_size == 7  # what it still asks for
     demo.aws.lambdas.conflict_injector = None
     behaviour.slow_percentage = 0
-    demo.ventilate(demo.event(["after"]))  # healthy: 5 -> 6, and now it lands
-    assert demo.mapping()["BatchSize"] == demo.deployed.runtime.control().load().batch_size == 6
+    demo.ventilate(demo.event(["after"]))  # healthy: 7 -> 8, and now it lands
+    assert demo.mapping()["BatchSize"] == demo.deployed.runtime.control().load().batch_size == 8
 
 
 def test_without_report_batch_item_failures_a_retry_raises(demo, behaviour):

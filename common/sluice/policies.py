@@ -144,11 +144,13 @@ class AimdPolicy(Policy):
       after a run of good calls does not cut the size (the seed rule would), while an outage
       (every call failing) trips it at once.
     - Slowness is the p90 latency of the recent window (``window_size`` calls since the last
-      decrease) once it holds ``min_samples``; before that, the batch's median, so a small
-      batch cannot look slow because of one outlier. The batch's own p90 must be slow too.
-    - Unhealthy: size x ``decrease_factor`` (10 -> 5 -> 2 -> 1 -> open): about half as many
-      batches to reach 1 as the seed's one-step decrease. The window is cleared, because
-      samples taken at the old size no longer describe the new one.
+      decrease) once it holds ``min_samples`` (10: the p90 of fewer calls is just their
+      maximum, pure noise); before that, the median of the window, so a small batch cannot
+      look slow because of one outlier. The batch's own p90 must be slow too.
+    - Unhealthy: size x ``decrease_factor`` (0.7: 10 -> 7 -> 4 -> 2 -> 1 -> open), five
+      batches to open against the seed's ten. 0.7 rather than 0.5 because halving overshoots a
+      provider whose capacity dropped to 2 or 3 (measured: `sluice simulate --compare`). The
+      window is cleared, because samples taken at the old size no longer describe the new one.
     - Healthy (no errors, p90 under the threshold): size + 1, step by step up to X.
     """
 
@@ -158,9 +160,9 @@ class AimdPolicy(Policy):
         max_size: int,
         latency_threshold_ms: float = 1000.0,
         error_rate_threshold: float = 0.2,
-        decrease_factor: float = 0.5,
+        decrease_factor: float = 0.7,
         window_size: int = 20,
-        min_samples: int = 5,
+        min_samples: int = 10,
     ) -> None:
         super().__init__(
             max_size=max_size,
@@ -187,10 +189,11 @@ class AimdPolicy(Policy):
             errors / n > self.error_rate_threshold
             and recent_errors / len(recent) > self.error_rate_threshold / 2
         )
+        recent_latencies = [s.latency_ms for s in recent]
         if len(recent) >= self.min_samples:
-            typical_slow = percentile([s.latency_ms for s in recent], 90)
+            typical_slow = percentile(recent_latencies, 90)
         else:
-            typical_slow = p50
+            typical_slow = percentile(recent_latencies, 50)
         too_slow = p90 > self.latency_threshold_ms and typical_slow > self.latency_threshold_ms
 
         health = Health(n, errors, slow, p50, p90, healthy=not (failing or too_slow),

@@ -36,11 +36,13 @@ class LocalStack:
         self.lambdas = LambdaService(update_delay_s=update_delay_s)
         self.api = LambdaApiServer(self.lambdas, lambda_port)
         self.env: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
 
     def start(self) -> LocalStack:
         self.moto.start()
         self.api.start()
         self.env = stack_environment(self.moto.url, self.api.url)
+        self._saved_env = {key: os.environ.get(key) for key in self.env}
         os.environ.update(self.env)
         boto3.setup_default_session()  # forget any session made before the endpoints were set
         return self
@@ -48,6 +50,12 @@ class LocalStack:
     def stop(self) -> None:
         self.api.stop()
         self.moto.stop()
+        for key, value in self._saved_env.items():  # leave the process as we found it
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        boto3.setup_default_session()
 
 
 def settings_from_env(env: Mapping[str, str]) -> ProviderSettings:
