@@ -7,10 +7,14 @@ A bad value fails the cold start with a message that names the variable, not a s
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sluice.window import AccessWindow, WindowError, parse_span
 
 ENV_PREFIX = "SLUICE_"
 
@@ -36,8 +40,13 @@ class ProviderSettings(BaseSettings):
     policy: str = "default"
 
     max_attempts: int = Field(3, ge=1, le=20)
-    # The provider's timezone defines the ledger's "day" (once a day means its local day).
+    # The provider's timezone defines the ledger's "day" (once a day means its local day)
+    # and the wall clock of its access window.
     timezone: str = "UTC"
+    # When the provider may be called: "22:00-06:00" or "mon-fri 22:00-06:00, sat 00:00-24:00";
+    # empty = always. Maintenance windows are never called, even inside allowed hours.
+    allowed_hours: str = ""
+    maintenance_windows: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     stream_name: str = ""
     ventilator_function: str = ""
@@ -58,6 +67,38 @@ class ProviderSettings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA timezone {value!r} (e.g. 'Europe/Paris')") from exc
+        return value
+
+    @field_validator("maintenance_windows", mode="before")
+    @classmethod
+    def _window_list(cls, value: object) -> object:
+        """A JSON list in the environment, or a comma-separated string."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hours")
+    @classmethod
+    def _allowed_hours_parse(cls, value: str) -> str:
+        try:
+            for part in value.split(","):
+                if part.strip():
+                    parse_span(part, "allowed_hours")
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _maintenance_parse(cls, value: list[str]) -> list[str]:
+        try:
+            for part in value:
+                parse_span(part, "maintenance_windows", need_day=True)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("policy")
@@ -83,6 +124,10 @@ class ProviderSettings(BaseSettings):
     def max_batch_size(self) -> int:
         """The largest batch size that keeps shards x factor x batch size <= X."""
         return max(1, self.max_concurrency // (self.shards * self.parallelization_factor))
+
+    @property
+    def window(self) -> AccessWindow:
+        return AccessWindow.parse(self.timezone, self.allowed_hours, self.maintenance_windows)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -112,5 +157,5 @@ def load_settings(**overrides: object) -> ProviderSettings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else "settings"
-            problems.append(f"{name}: {err['msg']}")
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid sluice settings: " + "; ".join(problems)) from None
