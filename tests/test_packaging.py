@@ -55,13 +55,13 @@ def test_bundle_imports_cleanly_without_the_tooling(demo_package, tmp_path):
     assert report["sluice"].startswith(str(tmp_path))
     assert report["pydantic"].startswith(str(tmp_path))
     assert report["tooling"] == []
-    assert report["handlers"] == ["rearm", "ventilator", "worker"]
+    assert report["handlers"] == ["kickoff", "rearm", "ventilator", "worker"]
 
 
 def test_package_declares_the_three_functions_and_the_mapping(demo_package):
     sam = json.loads((demo_package / "sam.json").read_text())
     resources = sam["Resources"]
-    assert {"Ventilator", "Worker", "Rearm"} <= set(resources)
+    assert {"Ventilator", "Worker", "Rearm", "Kickoff"} <= set(resources)
     events = resources["Ventilator"]["Properties"]["Events"]
     (kinesis,) = [e for e in events.values() if e["Type"] == "Kinesis"]
     assert kinesis["Properties"]["BatchSize"] == 10

@@ -82,6 +82,8 @@ def _encode(state: ControlState) -> dict[str, Any]:
         "batch_size": {"N": str(state.batch_size)},
         "paused": {"BOOL": state.paused},
         "pause_reason": {"S": state.pause_reason},
+        "window_closed": {"BOOL": state.window_closed},
+        "window_pauses": {"N": str(state.window_pauses)},
         "reason": {"S": state.reason},
         # A compact JSON list: 20 samples stay far below DynamoDB's item size limit.
         "window": {"S": json.dumps(window, separators=(",", ":"))},
@@ -105,6 +107,8 @@ def _decode(item: dict[str, Any]) -> ControlState:
         batch_size=int(num("batch_size")),
         paused=item.get("paused", {}).get("BOOL", False),
         pause_reason=text("pause_reason"),
+        window_closed=item.get("window_closed", {}).get("BOOL", False),
+        window_pauses=int(num("window_pauses")),
         reason=text("reason"),
         window=window,
         opened_at=num("opened_at"),

@@ -42,6 +42,8 @@ FAILED = "failed"
 PARKED = "parked"
 
 STATS_PK = "#stats"
+KICKOFF_PK = "#kickoff"
+DONE = "done"
 MALFORMED_PK = "#malformed"
 BATCH_GET_LIMIT = 100
 MALFORMED_KEEP_BYTES = 4096
@@ -257,6 +259,37 @@ class Ledger:
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- the day's kickoff (scheduled ingestion: at most one complete run per day) ------------
+
+    def start_kickoff(self, day: str, now: float, lease_s: float) -> bool:
+        """Take the day's kickoff, unless it is done or another run holds a live lease."""
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=_item({"pk": KICKOFF_PK, "sk": day, "status": IN_PROGRESS,
+                            "lease_until": round(now + lease_s, 3), "started_at": round(now, 3),
+                            "expires_at": int(now) + self._ttl_s}),
+                ConditionExpression="attribute_not_exists(pk) OR "
+                "(#st = :ip AND lease_until < :now)",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=_values(ip=IN_PROGRESS, now=round(now, 3)),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def finish_kickoff(self, day: str, now: float, enqueued: int) -> None:
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=_key(KICKOFF_PK, day),
+            UpdateExpression="SET #st = :done, enqueued = :n, finished_at = :now "
+            "REMOVE lease_until",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=_values(done=DONE, n=enqueued, now=round(now, 3)),
+        )
 
     # -- the day's counters (one write per batch, for `sluice status`) ------------------------
 

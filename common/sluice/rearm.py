@@ -1,9 +1,13 @@
-"""The scheduled rearm (every 10 minutes): the half-open step of the circuit breaker.
+"""The scheduled rearm (every 10 minutes): the half-open step of the circuit breaker, and
+the keeper of the provider's access window.
 
-If the breaker is open (or half-open but its mapping never got enabled) and no operator has
-paused the provider, enable the mapping at batch size 1: the next batch is one probe call.
-If the mapping is already enabled, do nothing. A closed breaker with a disabled mapping was
-disabled by someone else: operators win, so it is left alone.
+In order: an operator pause wins over everything (the mapping stays disabled). Outside the
+access window the mapping is disabled (reason "window"). When the window opens, the mapping is
+enabled again at the batch size the breaker had reached (1 only if the circuit was open). If
+the breaker is open (or half-open but its mapping never got enabled), enable the mapping at
+batch size 1: the next batch is one probe call. If the mapping is already enabled, do nothing.
+A closed breaker with a disabled mapping was disabled by someone else: operators win, so it is
+left alone.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sluice.clock import Clock, system_clock
 from sluice.control import ControlStore
 from sluice.mapping import MappingClient
 from sluice.metrics import Emit, stdout_emit
+from sluice.window import AccessWindow
 
 
 def rearm(
@@ -25,12 +30,27 @@ def rearm(
     mapping: MappingClient,
     clock: Clock = system_clock,
     emit: Emit = stdout_emit,
+    window: AccessWindow | None = None,
+    window_clock: Clock | None = None,
 ) -> dict[str, Any]:
     view = mapping.find(stream_name=stream_name)
     state = control.load()
+    window_open = window is None or window.is_open((window_clock or clock)())
+    reopened = False
+    if not state.paused and not window_open:
+        state = control.update(lambda s: breaker.window_closed(s, clock()), current=state)
+    elif not state.paused and state.window_closed:
+        state = control.update(lambda s: breaker.window_opened(s, clock()), current=state)
+        reopened = True
     if state.paused:
         update = mapping.apply(view, enabled=False, batch_size=view.batch_size)
         result = {"action": "none", "why": "paused by operator", "mapping_update": update}
+    elif not window_open:
+        update = mapping.apply(view, enabled=False, batch_size=view.batch_size)
+        result = {"action": "window_closed", "mapping_update": update}
+    elif reopened and state.breaker == breaker.CLOSED:
+        update = mapping.apply(view, enabled=True, batch_size=state.batch_size or view.batch_size)
+        result = {"action": "window_opened", "mapping_update": update}
     elif view.enabled:
         result = {"action": "none", "why": "mapping already enabled"}
     elif state.breaker in (breaker.OPENED, breaker.HALF_OPEN):

@@ -16,6 +16,7 @@ from sluice.clock import Clock, system_clock
 from sluice.control import ControlStore
 from sluice.errors import RetryBatch
 from sluice.invoker import WorkerInvoker, lambda_client_for_invoke
+from sluice.kickoff import DaySource, kickoff
 from sluice.ledger import Ledger
 from sluice.mapping import MappingClient
 from sluice.metrics import Emit, stdout_emit
@@ -35,15 +36,18 @@ class Runtime:
         *,
         clock: Clock = system_clock,
         emit: Emit = stdout_emit,
+        window_clock: Clock | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         self.clock = clock
+        self.window_clock = window_clock or clock
         self.emit = emit
         self._dynamodb = None
         self._ventilators: dict[str, Ventilator] = {}
         self._mappings: dict[str, MappingClient] = {}
         self._invoke_client = None
         self._store: ResultStore | None = None
+        self._kinesis: Any = None
 
     @property
     def dynamodb(self) -> Any:
@@ -80,6 +84,7 @@ class Runtime:
                 invoke=WorkerInvoker(s.worker_function, client=self._invoke_client),
                 clock=self.clock,
                 emit=self.emit,
+                window_clock=self.window_clock,
             )
         return self._ventilators[function_name]
 
@@ -107,12 +112,22 @@ class Runtime:
         return run_worker(event, fetch=lambda rid: fetch(rid, s), store=self._store,
                           ledger=self.ledger(), clock=self.clock)
 
+    def kickoff(self, todays_ids: DaySource) -> dict[str, Any]:
+        """Scheduled ingestion; ``todays_ids(day, settings)`` is the provider's own source."""
+        s = self.settings
+        s.require("stream_name", "table_name")
+        if self._kinesis is None:
+            self._kinesis = boto3.client("kinesis")
+        return kickoff(settings=s, ledger=self.ledger(), kinesis=self._kinesis,
+                       todays_ids=todays_ids, clock=self.clock, window_clock=self.window_clock,
+                       emit=self.emit)
+
     def rearm(self) -> dict[str, Any]:
         s = self.settings
         s.require("stream_name", "ventilator_function", "table_name")
         return rearm(stream_name=s.stream_name, provider=s.provider, control=self.control(),
                      mapping=self.mapping(s.ventilator_function), clock=self.clock,
-                     emit=self.emit)
+                     emit=self.emit, window=s.window, window_clock=self.window_clock)
 
 
 class LazyRuntime:

@@ -125,6 +125,7 @@ class Ventilator:
         clock: Clock = system_clock,
         emit: Emit = stdout_emit,
         policy: Policy | None = None,
+        window_clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -132,6 +133,10 @@ class Ventilator:
         self.mapping = mapping
         self.invoke = invoke
         self.clock = clock
+        # The access window is judged on this clock (the local demo compresses it); leases,
+        # days and latencies stay on ``clock``.
+        self.window_clock = window_clock or clock
+        self.window = settings.window
         self.emit = emit
         self.policy = policy or make_policy(
             settings.policy,
@@ -145,13 +150,20 @@ class Ventilator:
         now = self.clock()
         day = local_day(now, self.settings.zone)
         view = self.mapping.find(stream_arn)
-        loaded = state = self.control.load()
+        loaded = self.control.load()
+        window_open = self.window.is_open(self.window_clock())
+        if window_open == loaded.window_closed and not loaded.paused:
+            # The window closed (or opened) since the last batch: outside it, not one call.
+            change = breaker.window_opened if window_open else breaker.window_closed
+            loaded = self.control.update(lambda s: change(s, self.clock()), current=loaded)
+        state = loaded
         if state.batch_size == 0:  # first batch ever: learn the size the mapping started with
             state = _with_size(state, self.policy.clamp(view.batch_size))
         report = BatchReport(state=state, reports_item_failures=view.reports_item_failures)
 
         if not state.mapping_enabled:
-            # Open or paused: not one provider call. The records wait on the stream.
+            # Open, paused or outside the window: not one provider call. The records wait on
+            # the stream (Kinesis resumes from the checkpoint when the mapping is enabled).
             report.outcomes = [Outcome(r.sequence_number, O_DEFERRED) for r in records]
             report.mapping_update = self._apply(view, state)
             self._log(report, day, started)
@@ -243,6 +255,9 @@ class Ventilator:
 
     def _one(self, record: StreamRecord, request: FetchRequest, day: str) -> Outcome:
         seq, rid = record.sequence_number, request.record_id
+        if not self.window.is_open(self.window_clock()):
+            # The window closed while this batch ran: the record waits for the next opening.
+            return Outcome(seq, O_DEFERRED, rid, error="window_closed")
         token = uuid.uuid4().hex
         try:
             entry = self.ledger.claim(rid, day, token, self.clock(), self.settings.lease_s)

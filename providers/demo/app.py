@@ -4,6 +4,7 @@ sluice runtime package (vendor/sluice) and this provider's own logic (chalicelib
 from chalice import Chalice, Rate
 
 from chalicelib.provider import STREAM, fetch_record
+from chalicelib.source import todays_ids
 from sluice.runtime import LazyRuntime
 
 app = Chalice(app_name="sluice-demo")
@@ -26,3 +27,9 @@ def worker(event, context):
 @app.schedule(Rate(10, unit=Rate.MINUTES))
 def rearm(event):
     return runtime().rearm()
+
+
+# Scheduled ingestion: the first run inside the provider's window enqueues the day's ids.
+@app.schedule(Rate(10, unit=Rate.MINUTES))
+def kickoff(event):
+    return runtime().kickoff(todays_ids)

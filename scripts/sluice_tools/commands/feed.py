@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     import boto3
     from rich.progress import Progress
 
+    from sluice.enqueue import entries_for, put_entries
     from sluice.intake import FetchRequest
-    from sluice_tools.feed import feed, payloads_for
     from sluice_tools.provider_config import provider_settings
 
     settings = provider_settings(args.provider, args.stage)
@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{', '.join(map(str, bad[:10]))}{'...' if len(bad) > 10 else ''}): ids are "
                   "1-128 letters, digits, '.', '_', ':' or '-'", file=sys.stderr)
             return 2
-    entries = payloads_for(ids, "adhoc" if args.adhoc else "scheduled")
+    entries = entries_for(ids, "adhoc" if args.adhoc else "scheduled")
     with Progress() as progress:
         task = progress.add_task(f"feeding {settings.stream_name}", total=len(entries))
-        feed(boto3.client("kinesis"), settings.stream_name, entries,
+        put_entries(boto3.client("kinesis"), settings.stream_name, entries,
              progress=lambda done, total: progress.update(task, completed=done))
     print(f"put {len(entries)} record(s) on {settings.stream_name}")
     return 0

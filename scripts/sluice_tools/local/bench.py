@@ -14,8 +14,8 @@ from typing import Any
 
 import boto3
 
+from sluice.enqueue import entries_for, put_entries
 from sluice.metrics import Emit
-from sluice_tools.feed import feed, payloads_for
 from sluice_tools.local.session import StackSession
 from sluice_tools.scenario import parse_scenario
 
@@ -44,8 +44,8 @@ def run_bench(records: int = 1000, provider: str = "demo", max_concurrency: int 
         def count(model: Any, **_: Any) -> None:
             calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
-        feed(boto3.client("kinesis"), settings.stream_name,
-             payloads_for(f"{settings.provider}-{i:06d}" for i in range(records)),
+        put_entries(boto3.client("kinesis"), settings.stream_name,
+             entries_for(f"{settings.provider}-{i:06d}" for i in range(records)),
              lock=session.stream_lock)
         boto3.DEFAULT_SESSION.events.register("before-call", count)
         started = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 
-from sluice_tools.feed import feed, payloads_for
+from sluice.enqueue import entries_for, put_entries
 from sluice_tools.local.faults import Faults
 from sluice_tools.local.session import StackSession
 from sluice_tools.report import Trace, build_summary, write_report
@@ -84,7 +84,7 @@ class DemoRun:
             session.api.on_call = self.trace.call
             entries, unique_ids, malformed = self._payloads(session.deployed.settings.provider)
             self.trace.started = time.time()
-            feed(boto3.client("kinesis"), session.deployed.settings.stream_name, entries,
+            put_entries(boto3.client("kinesis"), session.deployed.settings.stream_name, entries,
                  lock=session.stream_lock)
             session.start_delivery()
             drained = self._wait(session, len(unique_ids) + malformed)
@@ -118,10 +118,10 @@ class DemoRun:
     def _payloads(self, provider: str) -> tuple[list[tuple[str, bytes]], set[str], int]:
         scenario, rng = self.options.scenario, random.Random(self.options.seed)
         ids = [f"{provider}-{i:06d}" for i in range(scenario.records)]
-        entries = payloads_for(ids)
+        entries = entries_for(ids)
         # Ad-hoc duplicates: an adviser asks again for ids the schedule already enqueued.
         dupes = rng.sample(ids, k=min(len(ids), math.ceil(scenario.duplicates * len(ids))))
-        entries += payloads_for(dupes, source="adhoc")
+        entries += entries_for(dupes, source="adhoc")
         malformed = 0
         for i in range(math.ceil(scenario.malformed * len(ids))):
             entries.insert(rng.randrange(len(entries)), (f"bad-{i}", b"\x00not a request"))

@@ -76,8 +76,11 @@ class ProviderApp:
                 out.append((source.name, float(expr.value * unit)))
         return out
 
-    def pure_functions(self) -> list[str]:
-        return [f.name for f in self.app.pure_lambda_functions]
+    def handler_names(self) -> list[str]:
+        """Every function the app declares: event handlers, schedules, pure functions."""
+        names = [s.name for s in self.app.event_sources]
+        names += [f.name for f in self.app.pure_lambda_functions]
+        return list(dict.fromkeys(names))
 
 
 def provider_dir(name_or_path: str | Path) -> Path:

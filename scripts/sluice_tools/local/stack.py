@@ -86,14 +86,14 @@ def deploy_provider(
     overrides: Mapping[str, Any] | None = None,
     stage: str = LOCAL_STAGE,
     clock: Clock = system_clock,
+    window_clock: Clock | None = None,
     emit: Emit = stdout_emit,
     function_response_types: list[str] | None = None,
     worker_wrapper: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     session: Any = None,
 ) -> DeployedProvider:
     session = session or boto3.session.Session()
-    functions = {h: provider.function_name(h, stage)
-                 for h in ("ventilator", "worker", "rearm")}
+    functions = {h: provider.function_name(h, stage) for h in provider.handler_names()}
     env = provider.environment(stage)
     env.update({
         f"{ENV_PREFIX}API_BASE_URL": api_base_url,
@@ -105,7 +105,7 @@ def deploy_provider(
     settings = settings_from_env(env)
     resources = create_locally(provider_resources(settings), session)
 
-    runtime = Runtime(settings, clock=clock, emit=emit)
+    runtime = Runtime(settings, clock=clock, emit=emit, window_clock=window_clock)
     provider.module.runtime.install(runtime)
     for handler, name in functions.items():
         fn = provider.handler(handler)
