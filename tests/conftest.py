@@ -126,6 +126,10 @@ class Demo:
         event = scheduled_event("us-east-1", "sluice-demo-local-rearm", "2026-11-27T09:00:00Z")
         return self.client.lambda_.invoke("rearm", event).payload
 
+    def kickoff(self) -> Any:
+        event = scheduled_event("us-east-1", "sluice-demo-local-kickoff", "2026-11-27T22:00:00Z")
+        return self.client.lambda_.invoke("kickoff", event).payload
+
     def mapping(self) -> dict[str, Any]:
         return self.aws.lambdas.get_mapping(self.deployed.mapping_uuids[0])
 
