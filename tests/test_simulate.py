@@ -109,3 +109,23 @@ def test_cli_writes_the_summary_keys_and_a_chart(tmp_path, capsys):
 def test_cli_compare_needs_flag_for_several_policies(capsys):
     assert main(["simulate", "steady", "--policy", "seed", "--policy", "default"]) == 2
     assert "--compare" in capsys.readouterr().err
+
+
+def test_windows_pause_and_resume_with_nothing_called_outside():
+    sim = Simulation(load_scenario("overnight").with_records(45_000))
+    summary = sim.run()
+    assert summary["calls_outside_window"] == 0
+    assert summary["window_pauses"] >= 2  # closed at the start (21:00), then Saturday 06:00
+    assert summary["fetched"] == 45_000 and summary["lost"] == 0
+    assert summary["invariants"]["inside_window"]
+    # The oracle waits out closed windows too, so goodput stays meaningful.
+    assert summary["goodput_ratio"] > 0.9
+
+
+def test_scenario_start_must_be_a_local_date_time():
+    from sluice_tools.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="not a local date-time"):
+        parse_scenario({"start": "tomorrow night"})
+    with pytest.raises(ScenarioError, match="drop the offset"):
+        parse_scenario({"start": "2026-03-29T21:00+01:00"})

@@ -76,7 +76,10 @@ class ProviderSettings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError('not a JSON list like ["sun 02:00-04:00"]') from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 

@@ -39,6 +39,7 @@ class Trace:
     calls: list[Call] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     time_scale: float = 1.0
+    start_epoch: float | None = None  # scenario time 0 as an instant, when windows apply
     _breaker: str = "closed"
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,10 +59,17 @@ class Trace:
                 if doc.get("action") == "half_open":
                     self._note(now, "rearm: half-open, probing at batch size 1")
                     self._breaker = "half_open"
+                elif doc.get("action") == "window_opened":
+                    self._note(now, "rearm: window open, resuming at the size reached")
+                    self._breaker = "closed"
+                elif doc.get("action") == "window_closed" and self._breaker != "window":
+                    self._note(now, "rearm: outside the access window, mapping disabled")
+                    self._breaker = "window"
 
     def call(self, t: float, latency_ms: float, ok: bool, in_flight: int) -> None:
+        """A provider call, stamped when it started (``t`` is when it ended)."""
         with self._lock:
-            self.calls.append(Call(t, latency_ms, ok, in_flight))
+            self.calls.append(Call(t - latency_ms / 1000, latency_ms, ok, in_flight))
 
     def _note(self, now: float, text: str) -> None:
         self.events.append(f"{_clock(self.scenario_s(now))} {text}")
@@ -124,7 +132,7 @@ def build_summary(
     provider: Any,
     trace: Trace,
     drained: bool,
-    opens: int,
+    control: Any,
     shards: int,
     time_scale: float,
     faults: dict[str, int] | None,
@@ -140,6 +148,11 @@ def build_summary(
     threshold = settings.latency_threshold_ms
     periods = trace.open_periods()
     calls_while_open = sum(1 for c in trace.calls if any(a <= c.t <= b for a, b in periods))
+    window = settings.window
+    outside = 0
+    if trace.start_epoch is not None:
+        outside = sum(1 for c in trace.calls
+                      if not window.is_open(trace.start_epoch + trace.scenario_s(c.t)))
     probes_allowed = sum(
         1 for t, doc in trace.rearms
         if doc.get("action") == "half_open" and any(a <= t <= b for a, b in periods)
@@ -162,7 +175,9 @@ def build_summary(
         "calls_over_threshold": sum(1 for c in trace.calls if c.latency_ms > threshold),
         "calls_failed": stats["failures"],
         "calls_while_open": calls_while_open,
-        "breaker_opened": opens,
+        "breaker_opened": control.opens,
+        "calls_outside_window": outside,
+        "window_pauses": control.window_pauses,
         "rearm_probes": sum(1 for _, d in trace.rearms if d.get("action") == "half_open"),
         "makespan_s": round((trace.finished or time.time()) - trace.started, 2),
         "scenario_makespan_s": round(trace.scenario_s(trace.finished or time.time()), 1),
@@ -180,19 +195,35 @@ def build_summary(
         "once_a_day": stats["duplicates"] == 0,
         "nothing_lost": lost == 0 and drained,
         "concurrency_cap": stats["max_in_flight"] <= settings.max_concurrency,
+        "inside_window": outside == 0,
         "no_blocked_shard": drained,
         "probes_while_open": calls_while_open <= probes_allowed,
     }
     return summary
 
 
-def write_report(summary: dict[str, Any], trace: Trace, scenario: Scenario, out: Path) -> None:
+def write_report(summary: dict[str, Any], trace: Trace, scenario: Scenario, out: Path,
+                 window: Any = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_chart(trace, scenario, summary, out / "chart.png")
+    write_chart(trace, scenario, summary, out / "chart.png", window)
 
 
-def write_chart(trace: Trace, scenario: Scenario, summary: dict[str, Any], path: Path) -> None:
+def closed_periods(window: Any, start_epoch: float, end_s: float) -> list[tuple[float, float]]:
+    """Scenario-time intervals in [0, end_s] when the access window was closed."""
+    periods, t = [], 0.0
+    while t < end_s:
+        closed = not window.is_open(start_epoch + t)
+        change = window.next_change(start_epoch + t)
+        nxt = end_s if change is None else min(end_s, change - start_epoch)
+        if closed:
+            periods.append((t, nxt))
+        t = max(nxt, t + 1.0)
+    return periods
+
+
+def write_chart(trace: Trace, scenario: Scenario, summary: dict[str, Any], path: Path,
+                window: Any = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,11 +258,16 @@ def write_chart(trace: Trace, scenario: Scenario, summary: dict[str, Any], path:
         for ax in (ax_size, ax_lat, ax_err):
             ax.axvspan(trace.scenario_s(a) / 60, trace.scenario_s(b) / 60, color="red",
                        alpha=0.12, linewidth=0)
+    if window is not None and trace.start_epoch is not None and not window.always_open:
+        for a, b in closed_periods(window, trace.start_epoch, end * 60):
+            for ax in (ax_size, ax_lat, ax_err):
+                ax.axvspan(a / 60, b / 60, color="grey", alpha=0.2, linewidth=0)
     ok = all(summary["invariants"].values())
     fig.suptitle(f"{summary['provider']} / {scenario.name}: {summary['fetched']} fetched, "
                  f"{summary['parked']} parked, {summary['lost']} lost, "
                  f"{summary['duplicate_fetches']} duplicates "
-                 f"({'invariants hold' if ok else 'INVARIANT FAILED'}); shaded = circuit open")
+                 f"({'invariants hold' if ok else 'INVARIANT FAILED'})\n"
+                 "red = circuit open, grey = outside the access window", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -15,7 +15,9 @@
 
 Above capacity a call's latency is multiplied by in_flight / capacity. Extra fields:
 ``duplicates`` (share of ids enqueued a second time, as ad-hoc requests), ``malformed``
-(payloads that are not valid requests) and ``description``.
+(payloads that are not valid requests), ``description``, and ``start`` (a local date-time in
+the provider's timezone, e.g. "2026-03-29T21:00": where scenario time 0 falls, so access
+windows in ``[settings]`` apply).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,15 @@ class Scenario:
     duplicates: float = 0.0
     malformed: float = 0.0
     description: str = ""
+    start: str = ""  # local date-time in settings.timezone where scenario time 0 falls
+
+    def start_epoch(self, timezone: str, default: float) -> float:
+        """Scenario time 0 as an instant: ``start`` read in the provider's timezone."""
+        if not self.start:
+            return default
+        from zoneinfo import ZoneInfo
+
+        return datetime.fromisoformat(self.start).replace(tzinfo=ZoneInfo(timezone)).timestamp()
 
     def state_at(self, t_s: float) -> ProviderState:
         state = self.provider
@@ -163,10 +175,20 @@ def parse_scenario(doc: dict[str, Any], source: str = "scenario") -> Scenario:
                             _provider_changes(raw, where)))
     phases.sort(key=lambda p: p.at_s)
     known = {"name", "records", "provider", "settings", "phases", "duplicates", "malformed",
-             "description"}
+             "description", "start"}
     if set(doc) - known:
         raise ScenarioError(f"{source}: unknown key(s) {sorted(set(doc) - known)}")
+    start = str(doc.get("start", ""))
+    if start:
+        try:
+            parsed = datetime.fromisoformat(start)
+        except ValueError:
+            raise ScenarioError(f"{source}: start {start!r} is not a local date-time like "
+                                "'2026-03-29T21:00'") from None
+        if parsed.tzinfo is not None:
+            raise ScenarioError(f"{source}: start is local to settings.timezone; drop the offset")
     return Scenario(
+        start=start,
         name=str(doc.get("name", Path(source).stem)),
         records=records,
         provider=provider,

@@ -35,8 +35,14 @@ def provider_status(name: str, stage: str | None) -> dict[str, Any]:
     except Exception as exc:  # not deployed in this stage, no credentials...
         row["error"] = f"{type(exc).__name__}: {exc}"[:120]
         return row
-    reason = state.pause_reason if state.paused else state.reason if state.breaker != "closed" \
-        else ""
+    if state.paused:
+        reason = state.pause_reason
+    elif state.window_closed:
+        opens = s.window.next_change(datetime.now(UTC).timestamp())
+        reason = "outside the access window" + (
+            f"; opens {datetime.fromtimestamp(opens, s.zone):%a %H:%M %Z}" if opens else "")
+    else:
+        reason = state.reason if state.breaker != "closed" else ""
     row.update(
         mapping=view.state, batch_size=view.batch_size, target=state.batch_size,
         breaker=state.label, reason=reason, opens=state.opens,

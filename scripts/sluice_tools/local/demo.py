@@ -72,11 +72,19 @@ class DemoRun:
 
     def run(self) -> dict[str, Any]:
         opts = self.options
+        window_clock = None
+        if opts.scenario.start:
+            # Access windows follow scenario time: its start, sped up by the time scale.
+            zone = opts.scenario.settings.get("timezone", "UTC")
+            start = opts.scenario.start_epoch(zone, time.time())
+            window_clock = lambda: start + self.trace.scenario_s(time.time())  # noqa: E731
+            self.trace.start_epoch = start
         session = StackSession(
             provider=opts.provider, scenario=opts.scenario, time_scale=opts.time_scale,
             update_delay_s=opts.update_delay_s, faults=self.faults, emit=self.trace.emit,
             seed=opts.seed, report_batch_item_failures=opts.report_batch_item_failures,
             scenario_time=lambda: self.trace.scenario_s(time.time()),
+            window_clock=window_clock,
         )
         try:
             session.start(deliver=False)
@@ -93,6 +101,7 @@ class DemoRun:
                 poller.stop()
             self.trace.finished = time.time()
             deployed = session.deployed
+            window = deployed.settings.window
             summary = build_summary(
                 scenario=opts.scenario,
                 settings=deployed.settings,
@@ -103,7 +112,7 @@ class DemoRun:
                 provider=session.api,
                 trace=self.trace,
                 drained=drained,
-                opens=deployed.runtime.control().load().opens,
+                control=deployed.runtime.control().load(),
                 shards=deployed.settings.shards,
                 time_scale=opts.time_scale,
                 faults=self.faults.summary() if self.faults else None,
@@ -112,7 +121,7 @@ class DemoRun:
         finally:
             session.stop()
         if opts.report_dir is not None:
-            write_report(summary, self.trace, opts.scenario, opts.report_dir)
+            write_report(summary, self.trace, opts.scenario, opts.report_dir, window)
         return summary
 
     def _payloads(self, provider: str) -> tuple[list[tuple[str, bytes]], set[str], int]:

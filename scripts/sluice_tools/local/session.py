@@ -41,6 +41,7 @@ class StackSession:
         seed: int = 1,
         report_batch_item_failures: bool = True,
         scenario_time: Callable[[], float] | None = None,
+        window_clock: Callable[[], float] | None = None,
     ) -> None:
         self.provider_name = provider
         self.scenario = scenario
@@ -49,6 +50,7 @@ class StackSession:
         self.emit = emit
         self.seed = seed
         self.report_batch_item_failures = report_batch_item_failures
+        self.window_clock = window_clock
         self.started = time.time()
         self.scenario_time = scenario_time or (lambda: (time.time() - self.started) * time_scale)
         self.stack = LocalStack(update_delay_s=update_delay_s, moto_port=moto_port,
@@ -110,6 +112,7 @@ class StackSession:
             api_base_url=self.api.url,
             overrides=overrides,
             emit=self.emit,
+            window_clock=self.window_clock,
             function_response_types=(["ReportBatchItemFailures"]
                                      if self.report_batch_item_failures else None),
             worker_wrapper=wrapper,

@@ -7,6 +7,7 @@ definitions a deploy merges into its template); the mapping comes from ``on_kine
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -101,7 +102,9 @@ def deploy_provider(
         f"{ENV_PREFIX}VENTILATOR_FUNCTION": functions["ventilator"],
     })
     for key, value in (overrides or {}).items():
-        env[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+        # Environment variables are strings; lists (maintenance windows) travel as JSON.
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        env[f"{ENV_PREFIX}{key.upper()}"] = text
     settings = settings_from_env(env)
     resources = create_locally(provider_resources(settings), session)
 

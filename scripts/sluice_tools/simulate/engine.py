@@ -24,13 +24,14 @@ from sluice.breaker import OPENED
 from sluice.invoker import WorkerResult
 from sluice.settings import ProviderSettings, load_settings
 from sluice.ventilator import BatchReport, Outcome, StreamRecord, Ventilator
+from sluice.window import AccessWindow
 from sluice_tools.scenario import ProviderState, Scenario
 from sluice_tools.simulate.memory import MemoryControl, MemoryLedger, SimMapping
 
 REARM_PERIOD_S = 600.0
 BATCH_OVERHEAD_S = 0.05  # ledger reads, claims, control write, mapping read around a batch
 IDLE_POLL_S = 1.0  # an enabled mapping polls an empty or disabled shard about once a second
-START_EPOCH = 1_764_000_000.0  # a fixed date, so the ledger's days are deterministic
+DEFAULT_START = 1_764_000_000.0  # a fixed instant, so the ledger's days are deterministic
 DEFAULT_HORIZON_S = 7 * 86400
 
 
@@ -74,13 +75,21 @@ def expected_max_latency_s(state: ProviderState, n: int) -> float:
 
 
 def oracle_makespan_s(scenario: Scenario, max_batch: int,
-                      overhead_s: float = BATCH_OVERHEAD_S) -> float:
+                      overhead_s: float = BATCH_OVERHEAD_S, window: AccessWindow | None = None,
+                      start_epoch: float = DEFAULT_START) -> float:
     """An ideal controller that knows the capacity at every moment: batches exactly at
-    min(X, capacity), never overloads, waits out outages, and retries only base errors."""
+    min(X, capacity), never overloads, waits out outages and closed windows, and retries only
+    base errors."""
     t, remaining = 0.0, float(scenario.records)
     phase_times = sorted({p.at_s for p in scenario.phases})
     cache: dict[tuple[int, ProviderState], float] = {}
     while remaining > 1e-9:
+        if window is not None and not window.is_open(start_epoch + t):
+            opens = window.next_change(start_epoch + t)
+            if opens is None:
+                return math.inf
+            t = opens - start_epoch
+            continue
         state = scenario.state_at(t)
         if state.outage:
             later = [p for p in phase_times if p > t]
@@ -104,7 +113,6 @@ class Simulation:
         self.scenario = scenario
         self.seed = seed
         self.rng = random.Random(seed)
-        self.now = START_EPOCH
         fields = {"provider": "sim", "stream_name": "sim", "table_name": "sim",
                   "result_bucket": "sim", "worker_function": "sim-worker",
                   "ventilator_function": "sim-ventilator", "timezone": "UTC",
@@ -112,6 +120,9 @@ class Simulation:
         if policy:
             fields["policy"] = policy
         self.settings: ProviderSettings = load_settings(**fields)
+        self.start_epoch = scenario.start_epoch(self.settings.timezone, DEFAULT_START)
+        self.now = self.start_epoch
+        self.window = self.settings.window
         self.horizon_s = horizon_s
         self.ledger = MemoryLedger()
         self.control = MemoryControl()
@@ -135,7 +146,7 @@ class Simulation:
         return self.now
 
     def t(self) -> float:
-        return self.now - START_EPOCH
+        return self.now - self.start_epoch
 
     # -- the simulated provider and worker -----------------------------------------------------
 
@@ -205,7 +216,8 @@ class Simulation:
             while next_rearm <= t:  # rearm fires on its schedule, whatever the shards do
                 self.now = next_rearm
                 rearm_module.rearm(stream_name="sim", provider="sim", control=self.control,
-                                   mapping=self.mapping, clock=self.clock, emit=self._emit)
+                                   mapping=self.mapping, clock=self.clock, emit=self._emit,
+                                   window=self.window)
                 next_rearm += REARM_PERIOD_S
             self.now = t
             if self.t() > self.horizon_s:
@@ -234,7 +246,7 @@ class Simulation:
         if done_at is None:
             done_at = self.now
         self._note_breaker()
-        return self._summary(done_at - START_EPOCH)
+        return self._summary(done_at - self.start_epoch)
 
     def _batch_duration(self) -> float:
         """Waves of at most the allowed batch size run one after another."""
@@ -285,7 +297,9 @@ class Simulation:
         probes = [c[0] for c in outage_calls if any(a < c[0] <= b for a, b in periods)]
         # (probes follow their rearm by the same settle delay: allow a second of jitter)
         max_outage_calls_per_rearm = _max_calls_per_interval(probes, REARM_PERIOD_S - 1.0)
-        oracle = oracle_makespan_s(self.scenario, s.max_batch_size)
+        oracle = oracle_makespan_s(self.scenario, s.max_batch_size, window=self.window,
+                                   start_epoch=self.start_epoch)
+        outside = sum(1 for c in calls if not self.window.is_open(self.start_epoch + c[0]))
         trace = [[round(b["t"], 2), b["BatchSize"]] for b in self.trace.batches]
         summary = {
             "scenario": self.scenario.name,
@@ -305,6 +319,8 @@ class Simulation:
             "calls_during_outage": len(outage_calls),
             "max_probes_per_rearm_interval": max_outage_calls_per_rearm,
             "breaker_opened": self.control.state.opens,
+            "calls_outside_window": outside,
+            "window_pauses": self.control.state.window_pauses,
             "mapping_updates": self.mapping.updates,
             "makespan_s": round(makespan, 1),
             "oracle_makespan_s": round(oracle, 1),
@@ -319,6 +335,7 @@ class Simulation:
             "once_a_day": duplicates == 0,
             "nothing_lost": lost == 0,
             "concurrency_cap": self.max_in_flight <= s.max_concurrency,
+            "inside_window": outside == 0,
             "one_probe_per_rearm_while_open": max_outage_calls_per_rearm <= s.shards,
         }
         return summary
