@@ -90,3 +90,27 @@ def test_day_counters_add_up(ledger):
     ledger.count(DAY, {"fetched": 3, "calls": 4, "parked": 0}, now=1.0)
     ledger.count(DAY, {"fetched": 2, "calls": 2}, now=2.0)
     assert ledger.day_counts(DAY) == {"fetched": 5, "calls": 6}
+
+
+def test_lookup_retries_unprocessed_keys_with_backoff():
+    """moto never returns UnprocessedKeys: botocore's Stubber plays DynamoDB throttling."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    sleeps = []
+    ledger = Ledger("t", client=client, sleep=sleeps.append)
+    keys = [{"pk": {"S": f"r{i}"}, "sk": {"S": DAY}} for i in range(2)]
+    item = {"pk": {"S": "r1"}, "sk": {"S": DAY}, "status": {"S": "fetched"},
+            "attempts": {"N": "1"}}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "batch_get_item",
+            {"Responses": {"t": []}, "UnprocessedKeys": {"t": {"Keys": [keys[1]]}}},
+            {"RequestItems": {"t": {"Keys": keys, "ConsistentRead": True}}})
+        stub.add_response(
+            "batch_get_item", {"Responses": {"t": [item]}, "UnprocessedKeys": {}},
+            {"RequestItems": {"t": {"Keys": [keys[1]]}}})
+        found = ledger.lookup(["r0", "r1"], DAY)
+        stub.assert_no_pending_responses()
+    assert list(found) == ["r1"] and found["r1"].status == FETCHED
+    assert sleeps == [0.05]

@@ -78,8 +78,9 @@ class Trace:
         return max(0.0, (t - self.started) * self.time_scale)
 
     def last_batch(self) -> dict[str, Any] | None:
+        """The last batch that called the provider (a batch handed back while open did not)."""
         with self._lock:
-            return self.batches[-1][1] if self.batches else None
+            return next((d for _, d in reversed(self.batches) if d.get("Calls")), None)
 
     def day(self, settings: ProviderSettings) -> str:
         return local_day(time.time(), settings.zone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,18 @@ def register(commands: Any) -> None:
     bench.add_argument("--provider", default="demo")
     bench.add_argument("--json", type=Path, help="also write the numbers here")
     bench.set_defaults(run=run_bench)
+    provider = sub.add_parser(
+        "provider", help="run only the fake provider API (slow and failing on purpose)",
+        description="A real HTTP server on 127.0.0.1: GET /records/<id> answers one record, "
+        "GET /stats the counters (calls, served per day, duplicates, max in flight). Knobs as "
+        "in the original demo: SLOW_PERCENTAGE and ERROR_PERCENTAGE (environment or flags).")
+    provider.add_argument("--port", type=int, default=8080)
+    provider.add_argument("--slow-percentage", type=float,
+                          default=float(os.environ.get("SLOW_PERCENTAGE", 0)))
+    provider.add_argument("--error-percentage", type=float,
+                          default=float(os.environ.get("ERROR_PERCENTAGE", 0)))
+    provider.add_argument("--slow-ms", type=float, default=1500.0)
+    provider.set_defaults(run=run_provider)
     local.set_defaults(run=lambda args: local.print_help() or 2)
 
 
@@ -127,3 +140,22 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if result["fetched"] == result["records"] else 1
+
+
+def run_provider(args: argparse.Namespace) -> int:
+    from sluice_tools.fake_provider import FakeProvider, PercentBehaviour
+
+    behaviour = PercentBehaviour(args.slow_percentage, args.error_percentage,
+                                 slow_ms=args.slow_ms)
+    api = FakeProvider(behaviour, port=args.port).start()
+    print(f"fake provider on {api.url} (slow {args.slow_percentage}%, errors "
+          f"{args.error_percentage}%); Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(json.dumps(api.stats()))
+        api.stop()
+    return 0
