@@ -20,6 +20,7 @@ from sluice.kickoff import DaySource, kickoff
 from sluice.ledger import Ledger
 from sluice.mapping import MappingClient
 from sluice.metrics import Emit, stdout_emit
+from sluice.parking import ParkedQueue
 from sluice.rearm import rearm
 from sluice.results import ResultStore
 from sluice.settings import ProviderSettings, load_settings
@@ -85,6 +86,7 @@ class Runtime:
                 clock=self.clock,
                 emit=self.emit,
                 window_clock=self.window_clock,
+                parked_queue=ParkedQueue(s.parked_queue_url) if s.parked_queue_url else None,
             )
         return self._ventilators[function_name]
 

@@ -55,6 +55,10 @@ class ProviderSettings(BaseSettings):
     result_bucket: str = ""
     result_prefix: str = "results"
     api_base_url: str = ""
+    # Secrets Manager id of the provider's credentials (never in config files or logs).
+    secret_id: str = ""
+    # The queue parked records are also sent to (the mapping's on-failure destination too).
+    parked_queue_url: str = ""
     # Seconds. The worker's own Lambda timeout; the provider call's HTTP timeout stays below it
     # and the ventilator's claim lease and invoke read timeout stay above it.
     worker_timeout_s: int = Field(90, ge=1, le=900)

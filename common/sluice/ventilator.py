@@ -46,6 +46,7 @@ from sluice.invoker import WorkerResult
 from sluice.ledger import FETCHED, PARKED, ClaimLost, Ledger
 from sluice.mapping import MappingClient, MappingView
 from sluice.metrics import Emit, emf_document, stdout_emit
+from sluice.parking import ParkedQueue
 from sluice.policies import Decision, Policy, Sample, make_policy, percentile
 from sluice.settings import ProviderSettings
 
@@ -96,6 +97,7 @@ class BatchReport:
     decision: Decision | None = None
     mapping_update: str = ""
     reports_item_failures: bool = False
+    problems: list[str] = field(default_factory=list)  # error kinds outside any one record
 
     @property
     def retry(self) -> list[str]:
@@ -126,6 +128,7 @@ class Ventilator:
         emit: Emit = stdout_emit,
         policy: Policy | None = None,
         window_clock: Clock | None = None,
+        parked_queue: ParkedQueue | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -137,6 +140,7 @@ class Ventilator:
         # days and latencies stay on ``clock``.
         self.window_clock = window_clock or clock
         self.window = settings.window
+        self.parked_queue = parked_queue
         self.emit = emit
         self.policy = policy or make_policy(
             settings.policy,
@@ -183,6 +187,7 @@ class Ventilator:
 
             report.state = self.control.update(step, current=loaded)
         report.mapping_update = self._apply(view, report.state)
+        self._announce_parked(report, day)
         self.ledger.count(
             day,
             {
@@ -311,13 +316,25 @@ class Ventilator:
             if settled and park:
                 report.outcomes[i] = replace(o, outcome=O_PARKED)
 
+    def _announce_parked(self, report: BatchReport, day: str) -> None:
+        if self.parked_queue is None:
+            return
+        notices = [{"provider": self.settings.provider, "day": day, "record_id": o.record_id,
+                    "sequence_number": o.sequence_number, "reason": o.error}
+                   for o in report.outcomes if o.outcome in (O_PARKED, O_MALFORMED)]
+        if notices:
+            try:
+                self.parked_queue.announce(notices)
+            except Exception as exc:  # the ledger is the record of truth; the queue a notice
+                report.problems.append(f"park_notice_{type(exc).__name__}")
+
     def _apply(self, view: MappingView, state: ControlState) -> str:
         return self.mapping.apply(view, enabled=state.mapping_enabled, batch_size=state.batch_size)
 
     def _log(self, report: BatchReport, day: str, started: float) -> None:
         samples = [o.sample for o in report.outcomes if o.sample is not None]
         latencies = [s.latency_ms for s in samples]
-        errors = sorted({o.error for o in report.outcomes if o.error})
+        errors = sorted({o.error for o in report.outcomes if o.error} | set(report.problems))
         metrics = {
             "BatchSize": report.state.batch_size,
             "Calls": len(samples),

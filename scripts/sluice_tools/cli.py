@@ -21,13 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sluice {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from sluice_tools.commands import feed, local, operate, simulate, status
+    from sluice_tools.commands import deploy, feed, local, operate, simulate, status
 
     local.register(commands)
     feed.register(commands)
     status.register(commands)
     operate.register(commands)
     simulate.register(commands)
+    deploy.register(commands)
     return parser
 
 
