@@ -1,9 +1,12 @@
 """A fake provider API: a real HTTP server on 127.0.0.1 that is slow and fails on purpose.
 
-``GET /records/<id>`` answers one record after a latency drawn from its behaviour, or fails
-with 503. It counts every record it served per provider-local day, as a real provider's usage
-meter would: a record served twice in a day is a duplicate fetch, caught by the provider
-itself rather than by sluice's own bookkeeping. ``GET /stats`` returns the counters.
+``GET /<anything>/<id>`` answers one record after a latency drawn from its behaviour, or
+fails with 503: JSON, or XML when the path ends in ``.xml`` (``/filings/<id>.xml``), so every
+provider's API shape is served. With ``bearer_token`` set, a call without
+``Authorization: Bearer <token>`` gets 401 and is not served. It counts every record it
+served per provider-local day, as a real provider's usage meter would: a record served twice
+in a day is a duplicate fetch, caught by the provider itself rather than by sluice's own
+bookkeeping. ``GET /stats`` returns the counters.
 
 Behaviours are pluggable: ``PercentBehaviour`` reproduces the original demo's
 SLOW_PERCENTAGE / ERROR_PERCENTAGE knobs; the local stack plugs in a scenario over time.
@@ -23,6 +26,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
+from xml.sax.saxutils import escape
 
 from sluice_tools.scenario import Scenario
 
@@ -109,6 +113,13 @@ def record_body(record_id: str, day: str) -> dict[str, Any]:
     return {"id": record_id, "as_of": day, "data": {"value": int(digest[:8], 16) % 100_000}}
 
 
+def record_xml(record_id: str, day: str) -> bytes:
+    body = record_body(record_id, day)
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<filing id="{escape(record_id)}" '
+            f'date="{day}"><amount currency="EUR">{body["data"]["value"] / 100:.2f}</amount>'
+            f"<status>final</status></filing>").encode()
+
+
 class FakeProvider:
     def __init__(
         self,
@@ -117,8 +128,11 @@ class FakeProvider:
         day: Callable[[], str] = utc_day,
         sleep: Callable[[float], None] = time.sleep,
         port: int = 0,
+        bearer_token: str = "",
     ) -> None:
         self.behaviour = behaviour
+        self.bearer_token = bearer_token
+        self.unauthorized = 0
         self._day = day
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -195,15 +209,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = unquote(urlparse(self.path).path)
-        if path.startswith("/records/") and len(path) > len("/records/"):
-            status, doc = self.provider.serve(path[len("/records/"):])
-        elif path == "/stats":
-            status, doc = 200, self.provider.stats()
+        content_type = "application/json"
+        token = self.provider.bearer_token
+        if path == "/stats":
+            status, body = 200, json.dumps(self.provider.stats()).encode()
+        elif path.count("/") < 2 or path.endswith("/"):
+            status, body = 404, b'{"error": "not found"}'
+        elif token and self.headers.get("Authorization") != f"Bearer {token}":
+            with self.provider._lock:
+                self.provider.unauthorized += 1
+            status, body = 401, b'{"error": "unauthorized"}'
         else:
-            status, doc = 404, {"error": "not found"}
-        body = json.dumps(doc).encode()
+            record_id = path.rsplit("/", 1)[1]
+            xml = record_id.endswith(".xml")
+            record_id = record_id.removesuffix(".xml")
+            status, doc = self.provider.serve(record_id)
+            if xml and status == 200:
+                content_type, body = "application/xml", record_xml(record_id, doc["as_of"])
+            else:
+                body = json.dumps(doc).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
