@@ -21,7 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sluice {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from sluice_tools.commands import deploy, feed, local, operate, simulate, status
+    from sluice_tools.commands import (
+        deploy,
+        feed,
+        local,
+        migrate,
+        new_provider,
+        operate,
+        simulate,
+        status,
+    )
 
     local.register(commands)
     feed.register(commands)
@@ -29,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     operate.register(commands)
     simulate.register(commands)
     deploy.register(commands)
+    migrate.register(commands)
+    new_provider.register(commands)
     return parser
 
 

@@ -57,6 +57,10 @@ class Trace:
             elif doc.get("event") == "rearm":
                 self.rearms.append((now, dict(doc)))
                 if doc.get("action") == "half_open":
+                    if self._breaker == "closed":
+                        # The batch that opened it never logged (its ventilator died after
+                        # storing the state): the control item, which rearm read, is the truth.
+                        self._note(now, "breaker closed -> open (its batch did not log)")
                     self._note(now, "rearm: half-open, probing at batch size 1")
                     self._breaker = "half_open"
                 elif doc.get("action") == "window_opened":

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         bucket = args.artifacts_bucket or f"sluice-artifacts-{account}-{region}"
         _ensure_bucket(session.client("s3"), bucket, region)
         result = deploy(the_plan, sam, artifacts_bucket=bucket, session=session)
+        _record_deployed(args.provider, args.stage)
     except DeployRefused as exc:
         print(f"sluice deploy: refused: {exc}", file=sys.stderr)
         return 2
@@ -79,3 +80,13 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
         if region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         s3.create_bucket(**kwargs)
+
+
+def _record_deployed(provider: str, stage: str) -> None:
+    """A first deploy moves the provider to `deployed`; a live one stays live."""
+    from sluice_tools.migration import Registry
+
+    registry = Registry()
+    entry = registry.get(provider)
+    if entry.state == "not_migrated":
+        registry.put(entry.moved("deployed", stage, "sluice deploy"))

@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,16 @@ class DemoRun:
 
     def run(self) -> dict[str, Any]:
         opts = self.options
-        window_clock = None
-        if opts.scenario.start:
-            # Access windows follow scenario time: its start, sped up by the time scale.
-            zone = opts.scenario.settings.get("timezone", "UTC")
-            start = opts.scenario.start_epoch(zone, time.time())
-            window_clock = lambda: start + self.trace.scenario_s(time.time())  # noqa: E731
-            self.trace.start_epoch = start
+        # Access windows follow scenario time (its start, sped up by the time scale) when the
+        # scenario has a start, or when the provider's window is closed right now: the demo
+        # then begins at the window's next opening instead of waiting for it.
+        start_box: list[float] = []
+
+        def window_clock() -> float:
+            if not start_box:
+                return time.time()
+            return start_box[0] + self.trace.scenario_s(time.time())
+
         session = StackSession(
             provider=opts.provider, scenario=opts.scenario, time_scale=opts.time_scale,
             update_delay_s=opts.update_delay_s, faults=self.faults, emit=self.trace.emit,
@@ -89,6 +93,16 @@ class DemoRun:
         try:
             session.start(deliver=False)
             assert session.api is not None and session.deployed is not None
+            settings = session.deployed.settings
+            if opts.scenario.start:
+                start_box.append(opts.scenario.start_epoch(settings.timezone, time.time()))
+            elif not settings.window.is_open(time.time()):
+                start_box.append(settings.window.next_change(time.time()) or time.time())
+                self.trace.events.append(
+                    f"0:00:00 the window is closed now: starting at its next opening, "
+                    f"{datetime.fromtimestamp(start_box[0], settings.zone):%a %H:%M %Z}")
+            if start_box:
+                self.trace.start_epoch = start_box[0]
             session.api.on_call = self.trace.call
             entries, unique_ids, malformed = self._payloads(session.deployed.settings.provider)
             self.trace.started = time.time()
@@ -118,6 +132,7 @@ class DemoRun:
                 faults=self.faults.summary() if self.faults else None,
                 aws_calls=None,
             )
+            summary["ventilator_errors"] = sum(p.stats.function_errors for p in session.pollers)
         finally:
             session.stop()
         if opts.report_dir is not None:

@@ -6,6 +6,8 @@ Chalice app deployed onto them, one poller per shard and the app's schedules.
 
 from __future__ import annotations
 
+import json
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +119,12 @@ class StackSession:
                                      if self.report_batch_item_failures else None),
             worker_wrapper=wrapper,
         )
+        if deployed.settings.secret_id:
+            # The provider's credentials live in Secrets Manager (here moto's), never in config.
+            token = secrets.token_urlsafe(24)
+            boto3.client("secretsmanager").create_secret(
+                Name=deployed.settings.secret_id, SecretString=json.dumps({"token": token}))
+            self.api.bearer_token = token
         if self.faults is not None:
             self.stack.lambdas.conflict_injector = self.faults.esm_conflict
             self.faults.throttle_dynamodb(deployed.runtime.dynamodb)

@@ -1,0 +1,85 @@
+"""Migration against the local stack: cutover, rollback, cutover again the same day, and no
+record is ever fetched twice; dry runs change nothing."""
+
+import json
+import shutil
+import threading
+import time
+
+import boto3
+import pytest
+
+from sluice.enqueue import ADHOC, enqueue
+from sluice_tools.local.session import StackSession
+from sluice_tools.migration import MigrationRefused, Registry, cutover, rollback
+from sluice_tools.provider_config import PROVIDERS_DIR
+from sluice_tools.scenario import load_scenario
+
+
+def wait_until(predicate, timeout_s=60):
+    deadline, tick = time.monotonic() + timeout_s, threading.Event()
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        tick.wait(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    (tmp_path / "demo").mkdir()
+    shutil.copy(PROVIDERS_DIR / "demo" / "migration.json", tmp_path / "demo")
+    return Registry(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    session = StackSession(provider="demo", scenario=load_scenario("steady"),
+                           update_delay_s=0.05, emit=lambda doc: None).start()
+    yield session
+    session.stop()
+
+
+def test_cutover_rollback_cutover_the_same_day_fetches_nothing_twice(stack, registry):
+    settings, api = stack.deployed.settings, stack.api
+    aws = boto3.session.Session()
+    kinesis = aws.client("kinesis")
+    rollback("demo", "local", settings, aws, registry=registry)  # start on the old system
+    enqueue(kinesis, settings.stream_name, [f"m{i}" for i in range(20)])
+    assert not wait_until(lambda: api.stats()["calls"] > 0, timeout_s=1.5)  # paused: no call
+
+    cutover("demo", "local", settings, aws, registry=registry)
+    assert wait_until(lambda: api.stats()["distinct_served"] == 20)
+    assert registry.get("demo").state == "live"
+
+    rollback("demo", "local", settings, aws, registry=registry)
+    # Advisers keep asking while rolled back: same ids again, and some new ones.
+    enqueue(kinesis, settings.stream_name, [f"m{i}" for i in range(10)], ADHOC)
+    enqueue(kinesis, settings.stream_name, [f"n{i}" for i in range(5)])
+    assert not wait_until(lambda: api.stats()["distinct_served"] > 20, timeout_s=1.5)
+
+    cutover("demo", "local", settings, aws, registry=registry)
+    assert wait_until(lambda: api.stats()["distinct_served"] == 25)
+    assert api.duplicates() == {}  # the ledger survived both switches
+    entry = registry.get("demo")
+    assert entry.state == "live"
+    assert [h["to"] for h in entry.history] == ["deployed", "live", "deployed", "live"]
+
+
+def test_dry_runs_change_nothing(stack, registry):
+    settings, aws = stack.deployed.settings, boto3.session.Session()
+    lam = aws.client("lambda")
+    before = lam.get_event_source_mapping(UUID=stack.deployed.mapping_uuids[0])["State"]
+    saved = json.loads(registry.path("demo").read_text())
+    for action in (cutover, rollback):
+        result = action("demo", "local", settings, aws, dry_run=True, registry=registry)
+        assert all(c.ok for c in result["checks"]) and result["would"]
+    assert lam.get_event_source_mapping(UUID=stack.deployed.mapping_uuids[0])["State"] == before
+    assert json.loads(registry.path("demo").read_text()) == saved
+
+
+def test_cutover_refuses_when_the_stack_is_missing(stack, registry):
+    missing = stack.deployed.settings.model_copy(update={"stream_name": "sluice-nowhere"})
+    with pytest.raises(MigrationRefused, match="stream exists"):
+        cutover("demo", "local", missing, boto3.session.Session(), registry=registry)
+    assert registry.get("demo").state == "not_migrated"
