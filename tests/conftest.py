@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,21 @@ from sluice_tools.local.lambda_service import LambdaService
 from sluice_tools.local.moto import MotoServer, stack_environment
 from sluice_tools.local.provider_app import load_provider
 from sluice_tools.local.stack import DeployedProvider, deploy_provider
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> bool:
+    """Wait for background threads (pollers) to make ``predicate`` true; no fixed sleeps."""
+    deadline, tick = time.monotonic() + timeout_s, threading.Event()
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        tick.wait(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def wait_until():
+    return wait_for
 
 
 class FakeClock:

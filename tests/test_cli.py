@@ -1,23 +1,12 @@
 """The `sluice` command against a running local stack (the same code paths as against AWS)."""
 
 import json
-import threading
-import time
 
 import pytest
 
 from sluice_tools.cli import main
 from sluice_tools.local.session import StackSession
 from sluice_tools.scenario import load_scenario
-
-
-def wait_until(predicate, timeout_s):
-    deadline, tick = time.monotonic() + timeout_s, threading.Event()
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        tick.wait(0.05)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +26,7 @@ def test_help_lists_the_commands(capsys):
         assert command in out
 
 
-def test_feed_then_status_then_pause_and_resume(stack, capsys, monkeypatch):
+def test_feed_then_status_then_pause_and_resume(stack, capsys, monkeypatch, wait_until):
     monkeypatch.setenv("SLUICE_STAGE", "local")
     monkeypatch.setenv("COLUMNS", "200")  # rich would squeeze the table into 80 columns
     assert main(["feed", "demo", "--count", "30"]) == 0

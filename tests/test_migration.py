@@ -3,8 +3,6 @@ record is ever fetched twice; dry runs change nothing."""
 
 import json
 import shutil
-import threading
-import time
 
 import boto3
 import pytest
@@ -14,15 +12,6 @@ from sluice_tools.local.session import StackSession
 from sluice_tools.migration import MigrationRefused, Registry, cutover, rollback
 from sluice_tools.provider_config import PROVIDERS_DIR
 from sluice_tools.scenario import load_scenario
-
-
-def wait_until(predicate, timeout_s=60):
-    deadline, tick = time.monotonic() + timeout_s, threading.Event()
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        tick.wait(0.05)
-    return predicate()
 
 
 @pytest.fixture
@@ -40,7 +29,8 @@ def stack():
     session.stop()
 
 
-def test_cutover_rollback_cutover_the_same_day_fetches_nothing_twice(stack, registry):
+def test_cutover_rollback_cutover_the_same_day_fetches_nothing_twice(stack, registry,
+                                                                    wait_until):
     settings, api = stack.deployed.settings, stack.api
     aws = boto3.session.Session()
     kinesis = aws.client("kinesis")

@@ -1,23 +1,9 @@
-"""Where the demo provider's daily list of record ids comes from: a text file (one id per line)
-that the firm's portfolio system drops in the results bucket under inputs/<provider>/<day>.txt.
-No file for the day means nothing to enqueue (ad-hoc requests still come in via `sluice feed`)."""
+"""Where this provider's daily list of record ids comes from (scheduled ingestion).
 
-from __future__ import annotations
+By default the file the firm's portfolio system drops in the provider's bucket
+(``inputs/<provider>/<day>.txt``). A provider with its own listing endpoint replaces this with
+a function ``todays_ids(day, settings)`` that yields ids."""
 
-from collections.abc import Iterator
+from sluice.sources import ids_from_bucket as todays_ids
 
-import boto3
-from botocore.exceptions import ClientError
-
-from sluice.settings import ProviderSettings
-
-
-def todays_ids(day: str, settings: ProviderSettings) -> Iterator[str]:
-    key = f"inputs/{settings.provider}/{day}.txt"
-    try:
-        body = boto3.client("s3").get_object(Bucket=settings.result_bucket, Key=key)["Body"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return iter(())
-        raise
-    return (line.strip() for line in body.read().decode().splitlines() if line.strip())
+__all__ = ["todays_ids"]
