@@ -124,7 +124,10 @@ def test_each_policy_grants_what_its_function_needs_and_no_more(provider):
     assert set(policies) == set(NEEDED)
     for handler, document in policies.items():
         granted = set().union(*(actions for actions, _ in statements(document)))
-        assert granted == NEEDED[handler], handler
+        needed = set(NEEDED[handler])
+        if handler == "worker" and settings.secret_id:  # a provider with credentials
+            needed.add("secretsmanager:GetSecretValue")
+        assert granted == needed, handler
         for actions, resources, condition in statements(document, with_condition=True):
             assert not any("*" in a for a in actions), (handler, actions)
             if resources == ["*"]:
@@ -137,7 +140,8 @@ def test_each_policy_grants_what_its_function_needs_and_no_more(provider):
                     owner = condition["StringEquals"]["lambda:FunctionArn"]
                     assert owner.endswith(f":function:{settings.ventilator_function}")
                     continue
-                assert f"sluice-{provider}" in arn or settings.stream_name in arn, arn
+                assert (f"sluice-{provider}" in arn or settings.stream_name in arn
+                        or f"secret:sluice/{provider}/" in arn), arn
 
 
 def test_no_policy_touches_another_providers_resources():
