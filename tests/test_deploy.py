@@ -18,9 +18,10 @@ from sluice_tools.provider_config import provider_names, provider_settings
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 
 
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    the_plan = plan("demo", "dev")
+@pytest.fixture(scope="module", params=provider_names())
+def packaged(request, tmp_path_factory):
+    """Every provider, planned and packaged for its dev stage."""
+    the_plan = plan(request.param, "dev")
     return the_plan, package(the_plan, tmp_path_factory.mktemp("pkg"))
 
 
@@ -31,7 +32,8 @@ def test_packaged_template_passes_cfn_lint(packaged):
 
 
 def test_mapping_extras_and_function_names_are_merged(packaged):
-    _, sam = packaged
+    the_plan, sam = packaged
+    name = the_plan.settings.provider
     resources = json.loads(sam.read_text())["Resources"]
     event = resources["Ventilator"]["Properties"]["Events"]["VentilatorKinesisEventSource"]
     props = event["Properties"]
@@ -40,7 +42,7 @@ def test_mapping_extras_and_function_names_are_merged(packaged):
     assert props["DestinationConfig"]["OnFailure"]["Destination"] == {
         "Fn::GetAtt": ["ParkedQueue", "Arn"]}
     assert resources["Ventilator"]["DependsOn"] == ["RequestStream", "Ledger"]
-    assert resources["Worker"]["Properties"]["FunctionName"] == "sluice-demo-dev-worker"
+    assert resources["Worker"]["Properties"]["FunctionName"] == f"sluice-{name}-dev-worker"
     assert resources["RequestStream"]["Properties"]["RetentionPeriodHours"] == 168
     assert {"IteratorAgeAlarm", "CircuitOpenAlarm", "ParkedAlarm", "Dashboard"} <= set(resources)
 
@@ -59,6 +61,7 @@ def test_dry_run_deploys_nothing(capsys):
 def test_the_stack_creates_in_moto_as_intended(packaged, aws, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", aws.moto.url)  # moto's Lambda this time
     the_plan, sam = packaged
+    name, s = the_plan.settings.provider, the_plan.settings
     session = boto3.session.Session()
     session.client("s3").create_bucket(Bucket="artifacts")
     lines = []
@@ -66,24 +69,24 @@ def test_the_stack_creates_in_moto_as_intended(packaged, aws, monkeypatch):
                     progress=lines.append, poll_s=0)
     assert any("CREATE_COMPLETE" in line for line in lines)
     physical = result["resources"]
-    assert physical["RequestStream"] == "sluice-demo"
-    stream = session.client("kinesis").describe_stream_summary(StreamName="sluice-demo")
+    assert physical["RequestStream"] == f"sluice-{name}"
+    stream = session.client("kinesis").describe_stream_summary(StreamName=f"sluice-{name}")
     assert stream["StreamDescriptionSummary"]["RetentionPeriodHours"] == 168
-    table = session.client("dynamodb").describe_table(TableName="sluice-demo-ledger")["Table"]
+    table = session.client("dynamodb").describe_table(TableName=s.table_name)["Table"]
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
-    assert session.client("sqs").get_queue_url(QueueName="sluice-demo-parked")["QueueUrl"]
+    assert session.client("sqs").get_queue_url(QueueName=f"sluice-{name}-parked")["QueueUrl"]
     lam = session.client("lambda")
-    worker = lam.get_function(FunctionName="sluice-demo-dev-worker")["Configuration"]
-    ventilator = lam.get_function(FunctionName="sluice-demo-dev-ventilator")["Configuration"]
+    worker = lam.get_function(FunctionName=f"sluice-{name}-dev-worker")["Configuration"]
+    ventilator = lam.get_function(FunctionName=f"sluice-{name}-dev-ventilator")["Configuration"]
     assert ventilator["Timeout"] > worker["Timeout"] > 70
     env = ventilator["Environment"]["Variables"]
-    assert env["SLUICE_WORKER_FUNCTION"] == "sluice-demo-dev-worker"
+    assert env["SLUICE_WORKER_FUNCTION"] == f"sluice-{name}-dev-worker"
     (mapping,) = lam.list_event_source_mappings(
-        FunctionName="sluice-demo-dev-ventilator")["EventSourceMappings"]
-    assert mapping["BatchSize"] == 10
+        FunctionName=f"sluice-{name}-dev-ventilator")["EventSourceMappings"]
+    assert mapping["BatchSize"] * s.shards * s.parallelization_factor <= s.max_concurrency
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(
-        ":sluice-demo-parked")
+        f":sluice-{name}-parked")
     rules = session.client("events").list_rules()["Rules"]
     assert sorted(r["ScheduleExpression"] for r in rules) == ["rate(10 minutes)"] * 2
 
