@@ -268,11 +268,12 @@ def write_chart(trace: Trace, scenario: Scenario, summary: dict[str, Any], path:
             for ax in (ax_size, ax_lat, ax_err):
                 ax.axvspan(a / 60, b / 60, color="grey", alpha=0.2, linewidth=0)
     ok = all(summary["invariants"].values())
+    windowed = window is not None and trace.start_epoch is not None and not window.always_open
+    legend = "red = circuit open" + (", grey = outside the access window" if windowed else "")
     fig.suptitle(f"{summary['provider']} / {scenario.name}: {summary['fetched']} fetched, "
                  f"{summary['parked']} parked, {summary['lost']} lost, "
                  f"{summary['duplicate_fetches']} duplicates "
-                 f"({'invariants hold' if ok else 'INVARIANT FAILED'})\n"
-                 "red = circuit open, grey = outside the access window", fontsize=10)
+                 f"({'invariants hold' if ok else 'INVARIANT FAILED'})\n{legend}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
