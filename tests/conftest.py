@@ -44,6 +44,19 @@ def wait_until():
     return wait_for
 
 
+@pytest.fixture(scope="module")
+def stack():
+    """The demo provider running on a whole local stack (pollers and schedules included), shared
+    by a test module: for what goes through the CLI and the operator tools."""
+    from sluice_tools.local.session import StackSession
+    from sluice_tools.scenario import load_scenario
+
+    session = StackSession(provider="demo", scenario=load_scenario("steady"),
+                           update_delay_s=0.05, emit=lambda doc: None).start()
+    yield session
+    session.stop()
+
+
 class FakeClock:
     """Epoch seconds that move only when a test says so."""
 

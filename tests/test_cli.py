@@ -5,16 +5,6 @@ import json
 import pytest
 
 from sluice_tools.cli import main
-from sluice_tools.local.session import StackSession
-from sluice_tools.scenario import load_scenario
-
-
-@pytest.fixture(scope="module")
-def stack():
-    session = StackSession(provider="demo", scenario=load_scenario("steady"),
-                           update_delay_s=0.05, emit=lambda doc: None).start()
-    yield session
-    session.stop()
 
 
 def test_help_lists_the_commands(capsys):

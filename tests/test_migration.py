@@ -8,10 +8,8 @@ import boto3
 import pytest
 
 from sluice.enqueue import ADHOC, enqueue
-from sluice_tools.local.session import StackSession
 from sluice_tools.migration import MigrationRefused, Registry, cutover, rollback
 from sluice_tools.provider_config import PROVIDERS_DIR
-from sluice_tools.scenario import load_scenario
 
 
 @pytest.fixture
@@ -19,14 +17,6 @@ def registry(tmp_path):
     (tmp_path / "demo").mkdir()
     shutil.copy(PROVIDERS_DIR / "demo" / "migration.json", tmp_path / "demo")
     return Registry(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def stack():
-    session = StackSession(provider="demo", scenario=load_scenario("steady"),
-                           update_delay_s=0.05, emit=lambda doc: None).start()
-    yield session
-    session.stop()
 
 
 def test_cutover_rollback_cutover_the_same_day_fetches_nothing_twice(stack, registry,
