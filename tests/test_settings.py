@@ -46,3 +46,11 @@ def test_fan_out_must_fit_under_x():
 def test_missing_required_setting_names_it():
     with pytest.raises(SettingsError, match="SLUICE_TABLE_NAME"):
         load_settings().require("table_name")
+
+
+def test_a_cold_start_with_bad_settings_names_the_variable(monkeypatch):
+    from sluice.runtime import LazyRuntime
+
+    monkeypatch.setenv("SLUICE_MAX_CONCURRENCY", "-1")
+    with pytest.raises(SettingsError, match="SLUICE_MAX_CONCURRENCY"):
+        LazyRuntime()()  # what a provider's handler does on its first invocation
