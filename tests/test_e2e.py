@@ -42,3 +42,26 @@ def test_outage_opens_probes_and_recovers_with_every_invariant(tmp_path):
     assert min(sizes) == 1 and sizes[-1] > 1
     assert json.loads((tmp_path / "summary.json").read_text())["fetched"] == 160
     assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_the_invariants_survive_injected_faults(tmp_path):
+    from sluice_tools.local.faults import Faults
+
+    scenario = parse_scenario({
+        "name": "e2e-faults",
+        "records": 120,
+        "provider": {"capacity": 10, "latency_ms": {"p50": 10, "p90": 30}, "error_rate": 0.02},
+        # Short worker timeout and lease margin: an injected hang or death costs seconds.
+        "settings": {"max_concurrency": 5, "worker_timeout_s": 2, "lease_margin_s": 1},
+    })
+    faults = Faults(seed=11, kill=0.04, worker_timeout=0.03, throttle=0.05, conflict=0.5,
+                    malformed=0.03)
+    summary = DemoRun(DemoOptions(scenario, time_scale=600, faults=faults, seed=11,
+                                  update_delay_s=0.05, max_wall_s=150)).run()
+    injected = summary["faults_injected"]
+    assert all(injected[kind] > 0 for kind in ("ventilator_killed", "worker_timeout",
+                                               "dynamodb_throttled", "malformed_record"))
+    assert summary["invariants"] == {name: True for name in summary["invariants"]}, summary
+    assert summary["fetched"] == 120 and summary["lost"] == 0
+    assert summary["parked"] == injected["malformed_record"]
+    assert summary["duplicate_fetches"] == 0 and summary["max_in_flight"] <= 5

@@ -175,7 +175,7 @@ def test_a_claim_left_by_a_dead_ventilator_waits_for_its_lease(demo):
 
 
 def test_slow_batches_shrink_the_batch_size(demo, behaviour):
-    behaviour.slow_percentage, behaviour.slow_ms = 100, 260  # threshold is 200 ms here
+    behaviour.slow_percentage, behaviour.slow_ms = 100, 700  # threshold is 600 ms here
     demo.ventilate(demo.event([f"s{i}" for i in range(10)]))
     assert demo.mapping()["BatchSize"] == 7
     demo.ventilate(demo.event([f"t{i}" for i in range(7)]))
@@ -259,7 +259,7 @@ def test_operator_pause_survives_rearm(demo):
 
 
 def test_a_mapping_update_conflict_does_not_fail_the_batch(demo, behaviour):
-    behaviour.slow_percentage, behaviour.slow_ms = 100, 260
+    behaviour.slow_percentage, behaviour.slow_ms = 100, 700
     demo.aws.lambdas.conflict_injector = lambda mapping: True  # still Updating
     response = demo.ventilate(demo.event([f"c{i}" for i in range(10)]))
     assert failures(response) == []

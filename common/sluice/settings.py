@@ -62,6 +62,8 @@ class ProviderSettings(BaseSettings):
     # Seconds. The worker's own Lambda timeout; the provider call's HTTP timeout stays below it
     # and the ventilator's claim lease and invoke read timeout stay above it.
     worker_timeout_s: int = Field(90, ge=1, le=900)
+    # How far a claim's lease outlives the worker's timeout (time for the invoke to start).
+    lease_margin_s: int = Field(30, ge=1, le=600)
     ledger_ttl_days: int = Field(7, ge=1, le=365)
 
     @field_validator("timezone")
@@ -143,7 +145,7 @@ class ProviderSettings(BaseSettings):
     @property
     def lease_s(self) -> int:
         """How long a claim holds a record: past the worker's timeout, so a live call keeps it."""
-        return self.worker_timeout_s + 30
+        return self.worker_timeout_s + self.lease_margin_s
 
     def require(self, *names: str) -> None:
         """Fail clearly when a handler needs a setting its stage config left empty."""

@@ -33,7 +33,7 @@ class DemoOptions:
     provider: str = "demo"
     time_scale: float = 60.0
     report_dir: Path | None = None
-    faults: bool = False
+    faults: bool | Faults = False
     seed: int = 1
     max_wall_s: float | None = None
     update_delay_s: float = 0.5
@@ -68,7 +68,10 @@ class DemoRun:
         self.on_progress = on_progress
         self.trace = Trace(time_scale=options.time_scale)
         self.progress = Progress()
-        self.faults = Faults(options.seed) if options.faults else None
+        if isinstance(options.faults, Faults):
+            self.faults: Faults | None = options.faults  # rates chosen by the caller
+        else:
+            self.faults = Faults(options.seed) if options.faults else None
         self._rates: list[tuple[float, int]] = []
 
     def run(self) -> dict[str, Any]:
