@@ -141,7 +141,6 @@ def build_summary(
     shards: int,
     time_scale: float,
     faults: dict[str, int] | None,
-    aws_calls: dict[str, Any] | None,
 ) -> dict[str, Any]:
     states, malformed_parked = _final_states(ledger_items)
     fetched = sum(1 for rid in unique_ids if states.get(rid) == "fetched")
@@ -194,8 +193,6 @@ def build_summary(
     }
     if faults is not None:
         summary["faults_injected"] = faults
-    if aws_calls is not None:
-        summary["aws_calls"] = aws_calls
     summary["invariants"] = {
         "once_a_day": stats["duplicates"] == 0,
         "nothing_lost": lost == 0 and drained,

@@ -50,7 +50,7 @@ if not "{{ cookiecutter.api_base_url }}".startswith(("https://", "http://")):
 try:  # the same parser the runtime uses, when the workspace is installed
     from sluice.window import AccessWindow, WindowError
 
-    windows = [w for w in "{{ cookiecutter.maintenance_windows }}".split(",") if w.strip()]
+    windows = [w for w in ["{{ cookiecutter.maintenance_windows }}"] if w.strip()]
     AccessWindow.parse("UTC", "{{ cookiecutter.allowed_hours }}", windows)
 except ImportError:
     pass

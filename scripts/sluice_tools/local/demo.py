@@ -133,7 +133,6 @@ class DemoRun:
                 shards=deployed.settings.shards,
                 time_scale=opts.time_scale,
                 faults=self.faults.summary() if self.faults else None,
-                aws_calls=None,
             )
             summary["ventilator_errors"] = sum(p.stats.function_errors for p in session.pollers)
         finally:

@@ -29,10 +29,6 @@ class VentilatorKilled(BaseException):
     """BaseException: like a real crash, nothing in the ventilator may catch and survive it."""
 
 
-class _RawHeaders(dict):
-    pass
-
-
 class _Body:
     def __init__(self, data: bytes) -> None:
         self._data = data
@@ -89,8 +85,7 @@ class Faults:
                 "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
                 "message": "fault injection: throttled",
             }).encode()
-            headers = _RawHeaders({"x-amzn-RequestId": "fault"})
-            return AWSResponse(request.url, 400, headers, _Body(body))
+            return AWSResponse(request.url, 400, {"x-amzn-RequestId": "fault"}, _Body(body))
 
         client.meta.events.register("before-send.dynamodb", maybe_throttle)
 

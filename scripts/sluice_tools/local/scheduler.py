@@ -7,7 +7,6 @@ P fires every P / time_scale real seconds (``--time-scale 60`` makes 10 minutes 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sluice_tools.local.events import scheduled_event
@@ -21,14 +20,12 @@ class Scheduler:
         *,
         time_scale: float = 1.0,
         region: str = "us-east-1",
-        on_fire: Callable[[str, str], None] | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         self.service = service
         self.time_scale = time_scale
         self.region = region
-        self.on_fire = on_fire
         self.fired: dict[str, int] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -53,10 +50,7 @@ class Scheduler:
         result = self.service.invoke(function_name,
                                      scheduled_event(self.region, function_name, now))
         self.fired[function_name] = self.fired.get(function_name, 0) + 1
-        outcome = result.error_type or "ok"
-        if self.on_fire:
-            self.on_fire(function_name, outcome)
-        return outcome
+        return result.error_type or "ok"
 
     def _loop(self, function_name: str, period_s: float) -> None:
         interval = period_s / self.time_scale
