@@ -29,6 +29,18 @@ from sluice_tools.local.provider_app import load_provider
 from sluice_tools.local.stack import DeployedProvider, deploy_provider
 
 
+TIERS = ("unit", "functional", "packaging", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its tier folder, so ``-m unit`` or ``-m "not e2e"`` mean what they say.
+    Provider tests (providers/*/tests) run against the fake provider over HTTP: functional."""
+    for item in items:
+        parts = item.path.parts
+        tier = next((t for t in TIERS if "tests" in parts and t in parts), "functional")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
 def wait_for(predicate, timeout_s: float = 60.0) -> bool:
     """Wait for background threads (pollers) to make ``predicate`` true; no fixed sleeps."""
     deadline, tick = time.monotonic() + timeout_s, threading.Event()

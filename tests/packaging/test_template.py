@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template_provider"
 COMBINATIONS = list(itertools.product(["json", "xml"], ["none", "bearer-secret"]))
 
