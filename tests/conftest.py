@@ -23,7 +23,7 @@ from sluice.clock import local_day
 from sluice_tools.fake_provider import FakeProvider, PercentBehaviour
 from sluice_tools.local.events import KinesisItem, kinesis_event, scheduled_event
 from sluice_tools.local.lambda_api import LambdaApiServer
-from sluice_tools.local.lambda_service import LambdaService
+from sluice_tools.local.lambda_service import LambdaContext, LambdaService
 from sluice_tools.local.moto import MotoServer, stack_environment
 from sluice_tools.local.provider_app import load_provider
 from sluice_tools.local.stack import DeployedProvider, deploy_provider
@@ -161,8 +161,13 @@ class Demo:
         return kinesis_event(self.deployed.stream_arn, self.items(payloads, shard))
 
     def ventilate(self, event: dict[str, Any]) -> Any:
-        """Deliver one batch to the real ventilator through Chalice's test client."""
-        return self.client.lambda_.invoke("ventilator", event).payload
+        """Deliver one batch to the real ventilator handler of the provider's Chalice app,
+        with a Lambda context of the ventilator's real timeout (Chalice's test client gives
+        every function 3 s, so the deadline rule would start no call)."""
+        name = self.deployed.functions["ventilator"]
+        function = self.aws.lambdas.functions[name]
+        handler = self.deployed.provider.app.handler_map["ventilator"]
+        return handler(event, LambdaContext(function, self.clock))
 
     def rearm(self) -> Any:
         event = scheduled_event("us-east-1", "sluice-demo-local-rearm", "2026-11-27T09:00:00Z")

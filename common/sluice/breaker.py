@@ -9,8 +9,11 @@ decision, a rearm, a window opening) enables the mapping; resuming leaves the br
 was. ``window_closed`` is orthogonal too: outside the provider's access window the mapping is
 disabled whatever the breaker says, and when the window opens the breaker's batch size is
 restored (1 only if the circuit was open).
-The state is stored by ``control.ControlStore`` so it survives cold starts and is shared by
-every shard's ventilator.
+
+The state is the *spec* of the event source mapping: ``desired_mapping`` says what the mapping
+should be, and every rearm run (and every batch) converges the mapping to it, whatever made
+them differ (a lost, refused or throttled update, a crash between two writes). It is stored by
+``control.ControlStore`` so it survives cold starts and is shared by every shard's ventilator.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from sluice.policies import OPEN, Decision, Sample
 
 CLOSED, OPENED, HALF_OPEN = "closed", "open", "half_open"
+HOLD_DELIVERY_S = 900.0  # how long a held record keeps deliveries at two records or more
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,19 @@ class ControlState:
     pause_reason: str = ""
     window_closed: bool = False  # outside the provider's access window
     reason: str = ""  # why the breaker last opened (error kinds only)
-    window: tuple[Sample, ...] = field(default=())
+    recent: tuple[Sample, ...] = field(default=())  # the policy's recent samples
     opened_at: float = 0.0
     changed_at: float = 0.0
     opens: int = 0
     window_pauses: int = 0
+    # Half-open allows one probe per rearm: the rearm issues it (probe_issued_at), a
+    # ventilator takes it with the control item's optimistic lock (probe_taken_at).
+    probe_issued_at: float = 0.0
+    probe_taken_at: float = 0.0
+    probe_token: str = ""  # who took it
+    shards: int = 0  # the stream's open shards, as the rearm last saw them (0 = unknown)
+    held_until: float = 0.0  # a record failed alone too often: deliveries of >= 2 until then
+    lone_failures: int = 0  # suspect failures since the provider last served a call
     version: int = 0  # optimistic-lock counter, bumped by every stored change
 
     @property
@@ -47,6 +59,33 @@ class ControlState:
         """What status shows: an operator pause, then the window, then the breaker."""
         return "paused" if self.paused else "window" if self.window_closed else self.breaker
 
+    @property
+    def probe_available(self) -> bool:
+        return self.breaker == HALF_OPEN and self.probe_taken_at < self.probe_issued_at
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    enabled: bool
+    batch_size: int
+
+
+def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
+                    now: float) -> MappingSpec:
+    """What the event source mapping should be. Level-triggered: compare, then converge.
+
+    The size is the learned batch size (the mapping's own until one is learned), clamped to
+    the per-ventilator cap; while a record is held it is at least 2, so the held record never
+    arrives alone (the call cap stays at the learned size: the ventilator runs waves).
+    """
+    size = state.batch_size or fallback_size
+    if state.breaker != CLOSED:
+        size = 1
+    size = max(1, min(max_size, size))
+    if now < state.held_until:
+        size = max(size, 2)
+    return MappingSpec(state.mapping_enabled, size)
+
 
 def after_batch(state: ControlState, decision: Decision, now: float) -> ControlState:
     """Apply one batch's decision. A batch that arrives while open or paused never gets here
@@ -57,13 +96,13 @@ def after_batch(state: ControlState, decision: Decision, now: float) -> ControlS
         if decision.health.healthy:
             # The probe passed: close, and resume the ramp from where the policy says.
             return replace(state, breaker=CLOSED, batch_size=max(decision.size, 1),
-                           window=decision.window, changed_at=now, reason="")
+                           recent=decision.recent, changed_at=now, reason="")
         return _open(state, decision, now)
     if decision.action == OPEN:
         return _open(state, decision, now)
-    if decision.size == state.batch_size and decision.window == state.window:
+    if decision.size == state.batch_size and decision.recent == state.recent:
         return state
-    return replace(state, batch_size=decision.size, window=decision.window, changed_at=now)
+    return replace(state, batch_size=decision.size, recent=decision.recent, changed_at=now)
 
 
 def _open(state: ControlState, decision: Decision, now: float) -> ControlState:
@@ -71,7 +110,7 @@ def _open(state: ControlState, decision: Decision, now: float) -> ControlState:
         state,
         breaker=OPENED,
         batch_size=1,
-        window=(),
+        recent=(),
         reason=decision.health.why or "unhealthy",
         opened_at=now,
         changed_at=now,
@@ -79,11 +118,40 @@ def _open(state: ControlState, decision: Decision, now: float) -> ControlState:
     )
 
 
-def after_rearm(state: ControlState, now: float) -> ControlState:
-    """The scheduled rearm: an open breaker goes half-open at batch size 1; nothing else moves."""
-    if state.paused or state.breaker != OPENED:
+def take_probe(state: ControlState, now: float, token: str) -> ControlState:
+    """A ventilator takes the half-open probe (under the control item's lock: one winner)."""
+    if not state.probe_available or state.paused or state.window_closed:
         return state
-    return replace(state, breaker=HALF_OPEN, batch_size=1, window=(), changed_at=now)
+    return replace(state, probe_taken_at=now, probe_token=token)
+
+
+def after_rearm(state: ControlState, now: float, *, probe_lease_s: float) -> ControlState:
+    """The scheduled rearm: an open breaker goes half-open at batch size 1 with one probe.
+
+    Half-open already: issue a new probe if the last one was never taken, or was taken so long
+    ago that its call is over (its ventilator died, or the verdict was lost), so a lost probe
+    cannot leave the provider half-open forever. At most one probe per rearm interval.
+    """
+    if state.paused or state.window_closed:
+        return state
+    if state.breaker == OPENED:
+        return replace(state, breaker=HALF_OPEN, batch_size=1, recent=(), changed_at=now,
+                       probe_issued_at=now, probe_taken_at=0.0)
+    if state.breaker == HALF_OPEN:
+        stale = state.probe_taken_at < state.probe_issued_at or \
+            state.probe_taken_at + probe_lease_s <= now
+        if stale:
+            return replace(state, probe_issued_at=now, probe_taken_at=0.0)
+    return state
+
+
+def with_shards(state: ControlState, shards: int) -> ControlState:
+    return state if shards <= 0 or shards == state.shards else replace(state, shards=shards)
+
+
+def hold(state: ControlState, now: float) -> ControlState:
+    until = now + HOLD_DELIVERY_S
+    return state if state.held_until >= until - 60 else replace(state, held_until=until)
 
 
 def window_closed(state: ControlState, now: float) -> ControlState:

@@ -16,10 +16,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from sluice import items
 from sluice.breaker import ControlState
 from sluice.policies import Sample
 
-CONTROL_KEY = {"pk": {"S": "#control"}, "sk": {"S": "breaker"}}
+CONTROL_KEY = items.key("#control", "breaker")
 
 
 class ControlConflict(RuntimeError):
@@ -27,6 +28,8 @@ class ControlConflict(RuntimeError):
 
 
 class ControlStore:
+    """The control item on DynamoDB (the ``ControlPort`` of ``sluice.ports``)."""
+
     def __init__(self, table_name: str, *, client: Any = None, max_tries: int = 8) -> None:
         self.table_name = table_name
         self._client = client
@@ -66,7 +69,7 @@ class ControlStore:
                     ExpressionAttributeValues={":v": {"N": str(current.version)}},
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                if not items.condition_failed(exc):
                     raise
                 current = None
                 continue
@@ -74,45 +77,28 @@ class ControlStore:
         raise ControlConflict(f"control item kept changing after {self._max_tries} tries")
 
 
+_NUMBERS = ("batch_size", "window_pauses", "opened_at", "changed_at", "opens",
+            "probe_issued_at", "probe_taken_at", "shards", "held_until", "lone_failures", "version")
+_TEXTS = ("breaker", "pause_reason", "reason", "probe_token")
+_FLAGS = ("paused", "window_closed")
+
+
 def _encode(state: ControlState) -> dict[str, Any]:
-    window = [[round(s.latency_ms, 1), int(s.ok)] for s in state.window]
-    return {
-        **CONTROL_KEY,
-        "breaker": {"S": state.breaker},
-        "batch_size": {"N": str(state.batch_size)},
-        "paused": {"BOOL": state.paused},
-        "pause_reason": {"S": state.pause_reason},
-        "window_closed": {"BOOL": state.window_closed},
-        "window_pauses": {"N": str(state.window_pauses)},
-        "reason": {"S": state.reason},
-        # A compact JSON list: 20 samples stay far below DynamoDB's item size limit.
-        "window": {"S": json.dumps(window, separators=(",", ":"))},
-        "opened_at": {"N": repr(state.opened_at)},
-        "changed_at": {"N": repr(state.changed_at)},
-        "opens": {"N": str(state.opens)},
-        "version": {"N": str(state.version)},
-    }
+    # The recent samples as a compact JSON list: 20 stay far below DynamoDB's item size limit.
+    recent = [[round(s.latency_ms, 1), int(s.ok)] for s in state.recent]
+    plain: dict[str, Any] = {name: getattr(state, name) for name in _NUMBERS + _TEXTS + _FLAGS}
+    plain["recent"] = json.dumps(recent, separators=(",", ":"))
+    return {**CONTROL_KEY, **items.encode(plain)}
 
 
 def _decode(item: dict[str, Any]) -> ControlState:
-    def num(name: str, default: float = 0) -> float:
-        return float(item[name]["N"]) if name in item else default
-
-    def text(name: str) -> str:
-        return item[name]["S"] if name in item else ""
-
-    window = tuple(Sample(float(lat), bool(ok)) for lat, ok in json.loads(text("window") or "[]"))
-    return ControlState(
-        breaker=text("breaker") or "closed",
-        batch_size=int(num("batch_size")),
-        paused=item.get("paused", {}).get("BOOL", False),
-        pause_reason=text("pause_reason"),
-        window_closed=item.get("window_closed", {}).get("BOOL", False),
-        window_pauses=int(num("window_pauses")),
-        reason=text("reason"),
-        window=window,
-        opened_at=num("opened_at"),
-        changed_at=num("changed_at"),
-        opens=int(num("opens")),
-        version=int(num("version")),
-    )
+    plain = items.decode(item)
+    defaults = ControlState()
+    fields: dict[str, Any] = {}
+    for name in _NUMBERS + _TEXTS + _FLAGS:
+        default = getattr(defaults, name)
+        fields[name] = type(default)(plain[name]) if name in plain else default
+    fields["breaker"] = fields["breaker"] or defaults.breaker
+    recent = json.loads(plain.get("recent") or "[]")
+    fields["recent"] = tuple(Sample(float(lat), bool(ok)) for lat, ok in recent)
+    return ControlState(**fields)

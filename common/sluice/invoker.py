@@ -15,6 +15,24 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+)
+
+from sluice import verdicts
+
+# Lambda's answers that mean the function never ran: the claim can be given back at once.
+REJECTED_CODES = frozenset({
+    "TooManyRequestsException",  # throttled (reserved concurrency = X, or the account's)
+    "ResourceNotFoundException",
+    "ResourceConflictException",  # the function is being updated
+    "InvalidParameterValueException",
+    "RequestTooLargeException",
+    "AccessDeniedException",
+})
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,27 @@ class WorkerResult:
     error: str = ""
     permanent: bool = False
     recorded: bool = False
+    # ok | failed | permanent (the worker answered) | rejected (it never ran) | ambiguous (the
+    # request may have reached it: it may still be running, so its claim must be kept)
+    kind: str = ""
+
+    @property
+    def outcome(self) -> str:
+        if self.kind:
+            return self.kind
+        if self.ok:
+            return verdicts.OK
+        return verdicts.PERMANENT if self.permanent else verdicts.FAILED
+
+
+def classify_invoke_error(exc: BaseException) -> str:
+    """Rejected only when the request provably never started the function; else ambiguous."""
+    if isinstance(exc, (ConnectTimeoutError, EndpointConnectionError, ParamValidationError)):
+        return verdicts.REJECTED  # never connected, or never sent
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        return verdicts.REJECTED if code in REJECTED_CODES else verdicts.AMBIGUOUS
+    return verdicts.AMBIGUOUS  # read timeout, connection dropped after send, anything else
 
 
 def lambda_client_for_invoke(worker_timeout_s: int, pool: int) -> Any:
@@ -59,8 +98,11 @@ class WorkerInvoker:
                 Payload=json.dumps(payload).encode(),
             )
             body = response["Payload"].read()
-        except Exception as exc:  # throttled, network: the call may not have happened at all
-            return WorkerResult(False, self._ms(started), error=f"invoke_{type(exc).__name__}")
+        except Exception as exc:
+            kind = classify_invoke_error(exc)
+            code = exc.response.get("Error", {}).get("Code", "") \
+                if isinstance(exc, ClientError) else type(exc).__name__
+            return WorkerResult(False, self._ms(started), error=f"invoke_{code}", kind=kind)
         if response.get("FunctionError"):
             # Crashed or timed out inside Lambda: the error type only, never the message.
             try:

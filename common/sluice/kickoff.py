@@ -14,7 +14,7 @@ from typing import Any
 
 from sluice.clock import Clock, local_day, system_clock
 from sluice.enqueue import SCHEDULED, enqueue
-from sluice.ledger import Ledger
+from sluice.kickoff_marker import KickoffMarker
 from sluice.metrics import Emit, stdout_emit
 from sluice.settings import ProviderSettings
 
@@ -25,7 +25,7 @@ KICKOFF_LEASE_S = 900  # the kickoff Lambda's own timeout is well under 15 minut
 def kickoff(
     *,
     settings: ProviderSettings,
-    ledger: Ledger,
+    marker: KickoffMarker,
     kinesis: Any,
     todays_ids: DaySource,
     clock: Clock = system_clock,
@@ -37,11 +37,11 @@ def kickoff(
         result: dict[str, Any] = {"action": "none", "why": "outside the access window"}
     else:
         day = local_day(now, settings.zone)
-        if not ledger.start_kickoff(day, now, KICKOFF_LEASE_S):
+        if not marker.start(day, now, KICKOFF_LEASE_S):
             result = {"action": "none", "why": f"kickoff for {day} already done or running"}
         else:
             count = enqueue(kinesis, settings.stream_name, todays_ids(day, settings), SCHEDULED)
-            ledger.finish_kickoff(day, clock(), count)
+            marker.finish(day, clock(), count)
             result = {"action": "enqueued", "day": day, "records": count}
     emit({"event": "kickoff", "Provider": settings.provider, **result})
     return result

@@ -17,7 +17,10 @@ from botocore.exceptions import ClientError
 
 SETTLING = frozenset({"Creating", "Enabling", "Disabling", "Updating", "Deleting"})
 ENABLED_STATES = frozenset({"Enabled", "Enabling", "Updating", "Creating"})
-CONFLICT_CODES = frozenset({"ResourceConflictException", "ResourceInUseException"})
+# Not errors for a batch or a rearm: the control item still asks for the change, so the next
+# run makes it (level-triggered), once the mapping has settled or the throttle has passed.
+CONFLICT_CODES = frozenset({"ResourceConflictException", "ResourceInUseException",
+                            "TooManyRequestsException", "ThrottlingException"})
 
 UNCHANGED, UPDATED, DEFERRED = "unchanged", "updated", "deferred"
 
@@ -44,6 +47,9 @@ class MappingView:
 
 
 class MappingClient:
+    """The ventilator's mapping through the Lambda API (the ``MappingPort`` of ``sluice.ports``).
+    """
+
     def __init__(self, function_name: str, *, client: Any = None) -> None:
         self.function_name = function_name
         self._client = client

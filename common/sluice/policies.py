@@ -44,7 +44,7 @@ class Decision:
     size: int
     action: str  # increase | decrease | hold | open
     health: Health
-    window: tuple[Sample, ...] = field(default=())
+    recent: tuple[Sample, ...] = field(default=())  # the samples to keep for the next batch
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -84,14 +84,26 @@ class Policy(ABC):
     def clamp(self, size: int) -> int:
         return max(1, min(self.max_size, size))
 
+    def serving(self, recent: Sequence[Sample]) -> bool:
+        """Whether the recent samples show a provider that is serving well: enough of them
+        (``SERVING_MIN_SAMPLES``) and an error rate at most half the threshold. Used to tell a
+        lone bad record from a provider going down (``sluice.verdicts``)."""
+        if len(recent) < SERVING_MIN_SAMPLES:
+            return False
+        errors = sum(1 for s in recent if not s.ok)
+        return errors / len(recent) <= self.error_rate_threshold / 2
+
     @abstractmethod
     def decide(
-        self, size: int, batch: Sequence[Sample], window: Sequence[Sample] = ()
+        self, size: int, batch: Sequence[Sample], recent: Sequence[Sample] = ()
     ) -> Decision:
-        """The next batch size after ``batch`` ran at ``size``; ``open`` only ever at size 1."""
+        """The next batch size after ``batch`` ran at ``size``; ``open`` only ever at size 1.
+        ``recent`` is what the last decision asked to keep (``Decision.recent``)."""
 
 
 POLICIES: dict[str, type[Policy]] = {}
+SERVING_MIN_SAMPLES = 5
+RECENT_SIZE = 20
 
 
 def register(name: str):
@@ -117,22 +129,24 @@ class SeedPolicy(Policy):
     def clamp(self, size: int) -> int:
         return max(1, min(self.max_size, self.SEED_MAX, size))
 
-    def decide(self, size, batch, window=()):
+    def decide(self, size, batch, recent=()):
         n = len(batch)
         errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
         unhealthy = n > 0 and (slow + errors) / n > 0.5
+        # The rule itself keeps no history; the recent samples are kept for ``serving`` only.
+        keep = (tuple(recent) + tuple(batch))[-RECENT_SIZE:]
         health = Health(n, errors, slow, p50, p90, healthy=not unhealthy, why=_why(
             errors and unhealthy, slow and unhealthy))
         if n == 0:
-            return Decision(self.clamp(size), HOLD, health)
+            return Decision(self.clamp(size), HOLD, health, tuple(recent))
         if unhealthy:
             if size <= 1:
                 return Decision(1, OPEN, health)
-            return Decision(self.clamp(size - 1), DECREASE, health)
+            return Decision(self.clamp(size - 1), DECREASE, health, keep)
         if slow == 0 and errors == 0:
             new = self.clamp(size + 1)
-            return Decision(new, INCREASE if new > size else HOLD, health)
-        return Decision(self.clamp(size), HOLD, health)
+            return Decision(new, INCREASE if new > size else HOLD, health, keep)
+        return Decision(self.clamp(size), HOLD, health, keep)
 
 
 @register("default")
@@ -161,7 +175,7 @@ class AimdPolicy(Policy):
         latency_threshold_ms: float = 1000.0,
         error_rate_threshold: float = 0.2,
         decrease_factor: float = 0.7,
-        window_size: int = 20,
+        window_size: int = RECENT_SIZE,
         min_samples: int = 10,
     ) -> None:
         super().__init__(
@@ -177,10 +191,10 @@ class AimdPolicy(Policy):
         self.window_size = window_size
         self.min_samples = min_samples
 
-    def decide(self, size, batch, window=()):
+    def decide(self, size, batch, recent=()):
         n = len(batch)
         errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
-        recent = (tuple(window) + tuple(batch))[-self.window_size :]
+        recent = (tuple(recent) + tuple(batch))[-self.window_size :]
         if n == 0:
             return Decision(self.clamp(size), HOLD, Health(0, 0, 0, 0.0, 0.0, True), recent)
 

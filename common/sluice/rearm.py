@@ -1,13 +1,16 @@
-"""The scheduled rearm (every 10 minutes): the half-open step of the circuit breaker, and
-the keeper of the provider's access window.
+"""The scheduled rearm (every 10 minutes): the reconcile loop of the provider's pipeline.
 
-In order: an operator pause wins over everything (the mapping stays disabled). Outside the
-access window the mapping is disabled (reason "window"). When the window opens, the mapping is
-enabled again at the batch size the breaker had reached (1 only if the circuit was open). If
-the breaker is open (or half-open but its mapping never got enabled), enable the mapping at
-batch size 1: the next batch is one probe call. If the mapping is already enabled, do nothing.
-A closed breaker with a disabled mapping was disabled by someone else: operators win, so it is
-left alone.
+Level-triggered, not edge-triggered: each run brings the control item (the spec) up to date
+with the clock (the access window, a half-open probe for an open breaker, the stream's real
+shard count), then compares what the event source mapping *should* be with what it *is*,
+transitional states included, and converges. Whatever made them differ (an update refused
+while another settled, a throttled call, a ventilator killed between two writes, a hand edit)
+is repaired here within one interval; running it twice is harmless. A mapping disabled by
+hand is enabled again: to stop ingestion, operators use ``sluice pause``, which the spec
+honours (an operator pause wins over everything, then the window, then the breaker).
+
+Every run also emits the provider's state as EMF metrics, so alarms see a datapoint every
+10 minutes whether or not batches flow (a circuit open for hours emits no batch metrics).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import Any
 
 from sluice import breaker
 from sluice.clock import Clock, system_clock
-from sluice.control import ControlStore
-from sluice.mapping import MappingClient
-from sluice.metrics import Emit, stdout_emit
+from sluice.mapping import UNCHANGED
+from sluice.metrics import Emit, emf_document, stdout_emit
+from sluice.ports import ControlPort, MappingPort, ShardsPort
 from sluice.window import AccessWindow
 
 
@@ -26,38 +29,76 @@ def rearm(
     *,
     stream_name: str,
     provider: str,
-    control: ControlStore,
-    mapping: MappingClient,
+    control: ControlPort,
+    mapping: MappingPort,
+    max_size: int,
+    probe_lease_s: float,
     clock: Clock = system_clock,
     emit: Emit = stdout_emit,
     window: AccessWindow | None = None,
     window_clock: Clock | None = None,
+    shards: ShardsPort | None = None,
+    max_concurrency: int = 0,
+    parallelization_factor: int = 1,
+    min_shards: int = 1,
 ) -> dict[str, Any]:
-    view = mapping.find(stream_name=stream_name)
-    state = control.load()
+    problems: list[str] = []
+    open_shards = 0
+    if shards is not None:
+        try:
+            open_shards = shards.open_shards()
+        except Exception as exc:  # keep the last known count; the cap only ever shrinks
+            problems.append(f"shards_{type(exc).__name__}")
     window_open = window is None or window.is_open((window_clock or clock)())
-    reopened = False
-    if not state.paused and not window_open:
-        state = control.update(lambda s: breaker.window_closed(s, clock()), current=state)
-    elif not state.paused and state.window_closed:
-        state = control.update(lambda s: breaker.window_opened(s, clock()), current=state)
-        reopened = True
-    if state.paused:
-        update = mapping.apply(view, enabled=False, batch_size=view.batch_size)
-        result = {"action": "none", "why": "paused by operator", "mapping_update": update}
-    elif not window_open:
-        update = mapping.apply(view, enabled=False, batch_size=view.batch_size)
-        result = {"action": "window_closed", "mapping_update": update}
-    elif reopened and state.breaker == breaker.CLOSED:
-        update = mapping.apply(view, enabled=True, batch_size=state.batch_size or view.batch_size)
-        result = {"action": "window_opened", "mapping_update": update}
-    elif view.enabled:
-        result = {"action": "none", "why": "mapping already enabled"}
-    elif state.breaker in (breaker.OPENED, breaker.HALF_OPEN):
-        state = control.update(lambda s: breaker.after_rearm(s, clock()))
-        update = mapping.apply(view, enabled=state.mapping_enabled, batch_size=state.batch_size)
-        result = {"action": "half_open", "mapping_update": update}
-    else:
-        result = {"action": "none", "why": "mapping disabled outside sluice; left alone"}
-    emit({"event": "rearm", "Provider": provider, "breaker": state.label, **result})
+    before = control.load()
+
+    def refresh(state: breaker.ControlState) -> breaker.ControlState:
+        now = clock()
+        state = breaker.with_shards(state, open_shards)
+        if not state.paused:
+            state = (breaker.window_opened if window_open else breaker.window_closed)(state, now)
+        return breaker.after_rearm(state, now, probe_lease_s=probe_lease_s)
+
+    state = control.update(refresh, current=before)
+    if max_concurrency:
+        fan_out = max(min_shards, state.shards) * parallelization_factor
+        max_size = max(1, min(max_size, max_concurrency // fan_out))
+    view = mapping.find(stream_name=stream_name)
+    spec = breaker.desired_mapping(state, max_size=max_size, fallback_size=view.batch_size,
+                                   now=clock())
+    update = mapping.apply(view, enabled=spec.enabled, batch_size=spec.batch_size)
+    result = {
+        "action": _action(before, state, view.enabled, spec.enabled, update),
+        "breaker": state.label,
+        "why": ("paused by operator" if state.paused else "outside the access window"
+                if state.window_closed else f"breaker {state.breaker}"),
+        "mapping_state": view.state,
+        "mapping_update": update,
+        "wanted": {"enabled": spec.enabled, "batch_size": spec.batch_size},
+        "converged": update == UNCHANGED,
+        "problems": problems,
+    }
+    metrics = {
+        "BreakerOpen": int(state.breaker == breaker.OPENED),
+        "Paused": int(state.paused),
+        "WindowClosed": int(state.window_closed),
+        "MappingEnabled": int(view.enabled),
+    }
+    emit(emf_document(provider, int(clock() * 1000), metrics, {"event": "rearm", **result}))
     return result
+
+
+def _action(before: breaker.ControlState, after: breaker.ControlState, was_enabled: bool,
+            wanted: bool, update: str) -> str:
+    """One word for logs and the simulator's trace: what this run changed, if anything."""
+    if before.breaker == breaker.OPENED and after.breaker == breaker.HALF_OPEN:
+        return "half_open"
+    if before.window_closed and not after.window_closed:
+        return "window_opened"
+    if after.window_closed and not after.paused:
+        return "window_closed"  # outside the window: the mapping stays (or goes) disabled
+    if update != UNCHANGED and wanted and not was_enabled:
+        return "repaired_enable"
+    if update != UNCHANGED and not wanted and was_enabled:
+        return "repaired_disable"
+    return "converge" if update != UNCHANGED else "none"

@@ -6,6 +6,9 @@ import json
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
+
+MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 class ResultStore:
@@ -33,3 +36,14 @@ class ResultStore:
             ContentType="application/json",
         )
         return key
+
+    def exists(self, record_id: str, day: str) -> bool:
+        """Whether today's result is already stored (a worker died before marking it).
+        Needs s3:ListBucket on the prefix, or S3 answers 403 instead of 404 (PITFALLS.md)."""
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(record_id, day))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in MISSING:
+                return False
+            raise
+        return True

@@ -7,6 +7,7 @@ are created once and shared by the ventilator's threads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,16 +15,20 @@ import boto3
 
 from sluice.clock import Clock, system_clock
 from sluice.control import ControlStore
+from sluice.day_counts import DayCounts
 from sluice.errors import RetryBatch
 from sluice.invoker import WorkerInvoker, lambda_client_for_invoke
 from sluice.kickoff import DaySource, kickoff
+from sluice.kickoff_marker import KickoffMarker
 from sluice.ledger import Ledger
+from sluice.malformed import MalformedStore
 from sluice.mapping import MappingClient
 from sluice.metrics import Emit, stdout_emit
 from sluice.parking import ParkedQueue
 from sluice.rearm import rearm
 from sluice.results import ResultStore
 from sluice.settings import ProviderSettings, load_settings
+from sluice.stream import StreamShards
 from sluice.ventilator import StreamRecord, Ventilator
 from sluice.worker import run_worker
 
@@ -38,8 +43,10 @@ class Runtime:
         clock: Clock = system_clock,
         emit: Emit = stdout_emit,
         window_clock: Clock | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings or load_settings()
+        self.sleep = sleep
         self.clock = clock
         self.window_clock = window_clock or clock
         self.emit = emit
@@ -60,6 +67,17 @@ class Runtime:
         self.settings.require("table_name")
         return Ledger(self.settings.table_name, client=self.dynamodb,
                       ttl_days=self.settings.ledger_ttl_days)
+
+    def _table(self, kind: Any) -> Any:
+        self.settings.require("table_name")
+        return kind(self.settings.table_name, client=self.dynamodb,
+                    ttl_days=self.settings.ledger_ttl_days)
+
+    def malformed(self) -> MalformedStore:
+        return self._table(MalformedStore)
+
+    def day_counts(self) -> DayCounts:
+        return self._table(DayCounts)
 
     def control(self) -> ControlStore:
         self.settings.require("table_name")
@@ -83,6 +101,8 @@ class Runtime:
                 control=self.control(),
                 mapping=self.mapping(function_name),
                 invoke=WorkerInvoker(s.worker_function, client=self._invoke_client),
+                counts=self._table(DayCounts),
+                malformed=self._table(MalformedStore),
                 clock=self.clock,
                 emit=self.emit,
                 window_clock=self.window_clock,
@@ -99,7 +119,13 @@ class Runtime:
         records = [StreamRecord.from_event(r) for r in raw]
         # Its own name from settings (the mapping is keyed by it); the context's as a fallback.
         name = self.settings.ventilator_function or context.function_name
-        report = self.ventilator(name).handle(records, raw[0]["eventSourceARN"])
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        report = self.ventilator(name).handle(records, raw[0].get("eventSourceARN", ""),
+                                              remaining_ms=remaining)
+        if report.backoff_s:
+            # Nothing could be called (leased, held, probe elsewhere): not a busy loop.
+            spare_s = (remaining() / 1000 - 5) if remaining else report.backoff_s
+            self.sleep(max(0.0, min(report.backoff_s, spare_s)))
         if report.retry and not report.reports_item_failures:
             raise RetryBatch(f"{len(report.retry)} record(s) to retry; batch handed back")
         return report.response()
@@ -120,7 +146,7 @@ class Runtime:
         s.require("stream_name", "table_name")
         if self._kinesis is None:
             self._kinesis = boto3.client("kinesis")
-        return kickoff(settings=s, ledger=self.ledger(), kinesis=self._kinesis,
+        return kickoff(settings=s, marker=self._table(KickoffMarker), kinesis=self._kinesis,
                        todays_ids=todays_ids, clock=self.clock, window_clock=self.window_clock,
                        emit=self.emit)
 
@@ -129,7 +155,11 @@ class Runtime:
         s.require("stream_name", "ventilator_function", "table_name")
         return rearm(stream_name=s.stream_name, provider=s.provider, control=self.control(),
                      mapping=self.mapping(s.ventilator_function), clock=self.clock,
-                     emit=self.emit, window=s.window, window_clock=self.window_clock)
+                     emit=self.emit, window=s.window, window_clock=self.window_clock,
+                     max_size=s.max_batch_size, probe_lease_s=s.lease_s,
+                     shards=StreamShards(s.stream_name),
+                     max_concurrency=s.max_concurrency,
+                     parallelization_factor=s.parallelization_factor, min_shards=s.shards)
 
 
 class LazyRuntime:

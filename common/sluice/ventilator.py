@@ -1,60 +1,51 @@
-"""The ventilator: one Kinesis batch in, one provider call per record out, all at once.
+"""The ventilator: one Kinesis delivery in, one provider call per record out. A shell that
+reads, calls, asks the pure core (``verdicts``, ``policies``, ``breaker``) and writes.
 
-For each batch:
- 1. Load the control state. Open or paused: make no provider call, make sure the mapping is
-    disabled, and hand every record back to Kinesis (nothing is lost: it resumes from the
-    checkpoint when the mapping is enabled again).
- 2. Decode each record; a malformed one is parked at once with a reason (it never blocks).
- 3. Dedupe ids within the batch, look the rest up in the ledger (100 keys a request) and skip
-    what is already fetched or parked today; a record leased by another live call is deferred.
- 4. Claim each remaining record (one conditional write) and invoke the worker for it, all
-    concurrently but never more than the batch size the controller allows (the mapping may
-    still deliver a bigger batch while an update settles). Each outcome is recorded as soon as
-    it is known (the worker marks "fetched"; the ventilator marks "failed", or "parked" for a
-    permanent error such as 404).
- 5. Judge the failures. A failed attempt is held against the record (toward max_attempts)
-    only when the provider was otherwise serving: another call in the same batch succeeded,
-    or the record, already blamed, failed alone again while the breaker is closed and the
-    recent window is healthy (a poison record at the head of a redelivered batch; that call
-    is then kept out of the health judgement, so one bad record cannot shrink the batch or
-    open the circuit). A record failing while everything fails is the provider's problem,
-    not the record's: it waits on the stream, however long the outage, instead of being
-    parked. Safety net: parked anyway after 3 x max_attempts attempts.
- 6. Feed the policy; apply its decision to the control state (optimistic lock) and the mapping.
- 7. Log one EMF line. Records to retry (failed below max attempts, deferred) go back to
-    Kinesis: as ``batchItemFailures`` when the mapping has ReportBatchItemFailures (it then
-    checkpoints at the lowest one), otherwise by raising RetryBatch (the whole batch comes back
-    and everything already finished is skipped by the ledger lookup).
+For each delivery:
+ 1. Load the control state (the spec). Open, paused or outside the window: not one provider
+    call; every record waits on the stream. Half-open: only the ventilator that takes the
+    probe (one per rearm, under the control item's lock) makes one call.
+ 2. Triage: a record that cannot be decoded is parked at once with a reason; ids are deduped;
+    what is fetched or parked today is skipped; a record leased by a live call is deferred.
+ 3. Dispatch: claim, then invoke the worker, at most the learned batch size in flight (the
+    mapping may deliver more while an update settles, or while a record is held), and only
+    while the Lambda's remaining time outlives a worker call plus the lease margin: a call
+    is never started that the ventilator could not wait for.
+ 4. Judge (``verdicts.judge``), write each record's verdict to the ledger, feed the policy,
+    store the control state, count, announce what was parked.
+ 5. Converge the mapping to the spec, then log one EMF line. Records to retry go back to
+    Kinesis as ``batchItemFailures`` when the mapping reports them, else by RetryBatch.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sluice import breaker
+from sluice import breaker, verdicts
 from sluice.breaker import ControlState
 from sluice.clock import Clock, local_day, system_clock
-from sluice.control import ControlStore
-from sluice.intake import FetchRequest, MalformedRecord, parse_request
+from sluice.day_counts import DayCounts
+from sluice.fanout import ThreadFanOut
+from sluice.intake import FetchRequest, MalformedRecord, decode_kinesis_data, parse_request
 from sluice.invoker import WorkerResult
-from sluice.ledger import FETCHED, PARKED, ClaimLost, Ledger
-from sluice.mapping import MappingClient, MappingView
+from sluice.ledger import FETCHED, PARKED, ClaimLost, Entry
+from sluice.malformed import MalformedStore
+from sluice.mapping import MappingView
 from sluice.metrics import Emit, emf_document, stdout_emit
 from sluice.parking import ParkedQueue
 from sluice.policies import Decision, Policy, Sample, make_policy, percentile
+from sluice.ports import ControlPort, FanOutPort, LedgerPort, MappingPort
 from sluice.settings import ProviderSettings
 
 # Outcomes of one stream record within one delivery.
 O_FETCHED, O_FAILED, O_PARKED = "fetched", "failed", "parked"
 O_SKIPPED, O_DEFERRED, O_MALFORMED = "skipped", "deferred", "malformed"
 RETRY_OUTCOMES = frozenset({O_FAILED, O_DEFERRED})
-SAFETY_NET_FACTOR = 3  # parked regardless after this many times max_attempts attempts
+MAX_BACKOFF_S = 20.0  # the longest a delivery with nothing to call waits before handing back
 
 
 @dataclass(frozen=True)
@@ -62,16 +53,19 @@ class StreamRecord:
     sequence_number: str
     shard_id: str
     data: bytes
+    undecodable: str = ""  # why the Kinesis envelope itself could not be decoded
 
     @classmethod
     def from_event(cls, raw: dict[str, Any]) -> StreamRecord:
-        kinesis = raw["kinesis"]
-        event_id = raw.get("eventID", "")
-        return cls(
-            sequence_number=kinesis["sequenceNumber"],
-            shard_id=event_id.split(":", 1)[0] if ":" in event_id else "shard",
-            data=base64.b64decode(kinesis["data"]),
-        )
+        """Never raises for one bad record: a record that fails its delivery blocks its shard."""
+        kinesis = raw.get("kinesis") or {}
+        event_id = str(raw.get("eventID", ""))
+        shard = event_id.split(":", 1)[0] if ":" in event_id else "shard"
+        sequence = str(kinesis.get("sequenceNumber", ""))
+        try:
+            return cls(sequence, shard, decode_kinesis_data(kinesis.get("data")))
+        except MalformedRecord as bad:
+            return cls(sequence, shard, b"", undecodable=bad.reason)
 
 
 @dataclass(frozen=True)
@@ -80,14 +74,8 @@ class Outcome:
     outcome: str
     record_id: str = ""
     error: str = ""
-    sample: Sample | None = None
-    attempts: int = 0  # this attempt's number, when the provider was called
-    prior_blame: int = 0  # failed attempts already held against the record
-    suspect: bool = False  # failed alone again after being blamed: says nothing of the provider
-
-    @property
-    def judges_provider(self) -> bool:
-        return self.sample is not None and not self.suspect
+    sample: Sample | None = None  # taught the policy (judged calls only)
+    called: bool = False
 
 
 @dataclass
@@ -96,8 +84,13 @@ class BatchReport:
     state: ControlState = field(default_factory=ControlState)
     decision: Decision | None = None
     mapping_update: str = ""
-    reports_item_failures: bool = False
+    # None: unknown (the mapping could not be read): the runtime then hands back the whole
+    # batch (RetryBatch), which is correct whatever the mapping's configuration.
+    reports_item_failures: bool | None = None
     problems: list[str] = field(default_factory=list)  # error kinds outside any one record
+    backoff_s: float = 0.0  # nothing could be called: wait this long before handing back
+    calls: int = 0
+    held: bool = False  # a held record waited for company in this delivery
 
     @property
     def retry(self) -> list[str]:
@@ -108,11 +101,21 @@ class BatchReport:
 
     def response(self) -> dict[str, Any]:
         """What the Lambda handler returns to the event source mapping."""
-        failures = sorted(self.retry, key=int)  # opaque strings, compared as integers
+        failures = sorted(self.retry, key=_seq_key)  # opaque strings, compared as integers
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failures]}
 
 
 Invoke = Callable[[dict[str, Any]], WorkerResult]
+RemainingMs = Callable[[], float]
+
+
+@dataclass
+class _Pending:
+    """A record that passed triage: to be claimed and called."""
+
+    record: StreamRecord
+    request: FetchRequest
+    held: bool = False
 
 
 class Ventilator:
@@ -120,10 +123,13 @@ class Ventilator:
         self,
         settings: ProviderSettings,
         *,
-        ledger: Ledger,
-        control: ControlStore,
-        mapping: MappingClient,
+        ledger: LedgerPort,
+        control: ControlPort,
+        mapping: MappingPort,
         invoke: Invoke,
+        counts: DayCounts | Any,
+        malformed: MalformedStore | Any,
+        fan_out: FanOutPort | None = None,
         clock: Clock = system_clock,
         emit: Emit = stdout_emit,
         policy: Policy | None = None,
@@ -135,6 +141,9 @@ class Ventilator:
         self.control = control
         self.mapping = mapping
         self.invoke = invoke
+        self.counts = counts
+        self.malformed = malformed
+        self.fan_out = fan_out or ThreadFanOut()
         self.clock = clock
         # The access window is judged on this clock (the local demo compresses it); leases,
         # days and latencies stay on ``clock``.
@@ -148,74 +157,112 @@ class Ventilator:
             latency_threshold_ms=settings.latency_threshold_ms,
             error_rate_threshold=settings.error_rate_threshold,
         )
+        self._last_view: MappingView | None = None
+        # A call may start only if the ventilator can outlive it: the worker's timeout plus
+        # the lease margin (the Invoke's own slack) must fit in the Lambda's remaining time.
+        self._call_budget_ms = (settings.worker_timeout_s + settings.lease_margin_s) * 1000
 
-    def handle(self, records: Sequence[StreamRecord], stream_arn: str) -> BatchReport:
+    # -- the delivery ----------------------------------------------------------------------
+
+    def handle(self, records: Sequence[StreamRecord], stream_arn: str,
+               remaining_ms: RemainingMs | None = None) -> BatchReport:
         started = time.perf_counter()
         now = self.clock()
         day = local_day(now, self.settings.zone)
-        view = self.mapping.find(stream_arn)
-        loaded = self.control.load()
-        window_open = self.window.is_open(self.window_clock())
-        if window_open == loaded.window_closed and not loaded.paused:
-            # The window closed (or opened) since the last batch: outside it, not one call.
-            change = breaker.window_opened if window_open else breaker.window_closed
-            loaded = self.control.update(lambda s: change(s, self.clock()), current=loaded)
+        report = BatchReport()
+        view = self._find(stream_arn, report)
+        report.reports_item_failures = view.reports_item_failures if view else None
+        loaded = self._track_window(self.control.load())
         state = loaded
-        if state.batch_size == 0:  # first batch ever: learn the size the mapping started with
-            state = _with_size(state, self.policy.clamp(view.batch_size))
-        report = BatchReport(state=state, reports_item_failures=view.reports_item_failures)
+        if state.batch_size == 0 and view is not None:  # first batch ever: learn the size
+            state = replace(state, batch_size=self.policy.clamp(view.batch_size))
+        report.state = state
+        cap = self.cap(state)
 
         if not state.mapping_enabled:
             # Open, paused or outside the window: not one provider call. The records wait on
             # the stream (Kinesis resumes from the checkpoint when the mapping is enabled).
             report.outcomes = [Outcome(r.sequence_number, O_DEFERRED) for r in records]
-            report.mapping_update = self._apply(view, state)
-            self._log(report, day, started)
-            return report
-
-        to_call = self._triage(records, day, now, report)
-        self._call(to_call, day, min(state.batch_size, self.settings.max_batch_size), report)
-        self._judge_failures(report, day, state)
-
-        samples = [o.sample for o in report.outcomes if o.judges_provider]
-        if samples:
-            def step(current: ControlState) -> ControlState:
-                current = current if current.batch_size else _with_size(current, state.batch_size)
-                decision = self.policy.decide(current.batch_size, samples, current.window)
-                report.decision = decision
-                return breaker.after_batch(current, decision, self.clock())
-
-            report.state = self.control.update(step, current=loaded)
-        report.mapping_update = self._apply(view, report.state)
-        self._announce_parked(report, day)
-        self.ledger.count(
-            day,
-            {
-                "calls": len(samples),
-                "fetched": report.count(O_FETCHED),
-                "failed": report.count(O_FAILED),
-                "parked": report.count(O_PARKED) + report.count(O_MALFORMED),
-            },
-            now,
+            return self._finish(report, view, day, started)
+        limit = max(1, min(state.batch_size or cap, cap))
+        pending = self._triage(records, day, now, report)
+        probe = state.breaker == breaker.HALF_OPEN
+        if probe and not any(not p.held for p in pending):
+            # Nothing here may be the probe (a held record needs a witness): keep the probe
+            # for a delivery that can use it.
+            report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                        p.request.record_id, "held") for p in pending]
+            report.held = report.held or bool(pending)
+            pending = []
+        elif probe:
+            token = uuid.uuid4().hex
+            state = self.control.update(lambda s: breaker.take_probe(s, self.clock(), token))
+            report.state = state
+            if state.probe_token != token or state.breaker != breaker.HALF_OPEN:
+                # Another shard has the probe (or it was already used): wait for its verdict.
+                report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                            p.request.record_id, "probe_elsewhere")
+                                    for p in pending]
+                report.backoff_s = MAX_BACKOFF_S
+                return self._finish(report, view, day, started)
+            limit = 1
+            # The probe: one call, on a record that may be called alone; the rest wait.
+            pending = sorted(pending, key=lambda p: p.held)
+            pending, later = pending[:1], pending[1:]
+            report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                        p.request.record_id, "after_probe") for p in later]
+        results = self._dispatch(pending, day, limit, remaining_ms, report)
+        judgement = verdicts.judge(
+            results,
+            breaker_closed=state.breaker == breaker.CLOSED,
+            provider_serving=(self.policy.serving(state.recent)
+                              and state.lone_failures < self.settings.max_attempts),
+            max_attempts=self.settings.max_attempts,
         )
-        self._log(report, day, started)
-        return report
+        self._settle(judgement, results, day, report)
+        self._learn(judgement, loaded, state, report)
+        if not report.calls and report.retry:
+            # Nothing could be called and something waits (leased or held records): hand
+            # back after a pause rather than in a busy loop.
+            report.backoff_s = MAX_BACKOFF_S
+        return self._finish(report, view, day, started)
+
+    def cap(self, state: ControlState) -> int:
+        """Calls in flight per ventilator: X over the stream's real fan-out, never above X."""
+        shards = max(self.settings.shards, state.shards)
+        per = self.settings.max_concurrency // (shards * self.settings.parallelization_factor)
+        return max(1, min(per, self.settings.max_concurrency))
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _triage(
-        self, records: Sequence[StreamRecord], day: str, now: float, report: BatchReport
-    ) -> list[tuple[StreamRecord, FetchRequest]]:
-        """Park the malformed, skip duplicates and finished records, defer leased ones."""
+    def _find(self, stream_arn: str, report: BatchReport) -> MappingView | None:
+        try:
+            self._last_view = self.mapping.find(stream_arn)
+        except Exception as exc:  # throttled or down: decide without it, converge next time
+            report.problems.append(f"mapping_read_{type(exc).__name__}")
+        return self._last_view
+
+    def _track_window(self, state: ControlState) -> ControlState:
+        window_open = self.window.is_open(self.window_clock())
+        if window_open == state.window_closed and not state.paused:
+            # The window closed (or opened) since the last batch: outside it, not one call.
+            change = breaker.window_opened if window_open else breaker.window_closed
+            return self.control.update(lambda s: change(s, self.clock()), current=state)
+        return state
+
+    def _triage(self, records: Sequence[StreamRecord], day: str, now: float,
+                report: BatchReport) -> list[_Pending]:
+        """Park the undecodable, skip duplicates and finished records, defer leased ones."""
         first: dict[str, tuple[StreamRecord, FetchRequest]] = {}
         for record in records:
             try:
+                if record.undecodable:
+                    raise MalformedRecord(record.undecodable)
                 request = parse_request(record.data)
             except MalformedRecord as bad:
-                self.ledger.park_malformed(
-                    shard_id=record.shard_id, sequence_number=record.sequence_number,
-                    day=day, reason=bad.reason, data=record.data, now=now,
-                )
+                self.malformed.park(shard_id=record.shard_id,
+                                    sequence_number=record.sequence_number, day=day,
+                                    reason=bad.reason, data=record.data, now=now)
                 report.outcomes.append(Outcome(record.sequence_number, O_MALFORMED,
                                                error=bad.reason))
                 continue
@@ -226,7 +273,7 @@ class Ventilator:
             first[request.record_id] = (record, request)
 
         entries = self.ledger.lookup(first, day)
-        to_call = []
+        pending: list[_Pending] = []
         for record_id, (record, request) in first.items():
             entry = entries.get(record_id)
             if entry is not None and entry.is_final():
@@ -236,33 +283,53 @@ class Ventilator:
                 report.outcomes.append(Outcome(record.sequence_number, O_DEFERRED, record_id,
                                                error="leased"))
             else:
-                to_call.append((record, request))
-        return to_call
+                held = entry is not None and verdicts.is_held(
+                    entry.blamed, entry.suspects, self.settings.max_attempts)
+                pending.append(_Pending(record, request, held))
+        return pending
 
-    def _call(
-        self,
-        to_call: list[tuple[StreamRecord, FetchRequest]],
-        day: str,
-        limit: int,
-        report: BatchReport,
-    ) -> None:
-        if not to_call:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(limit, len(to_call)))) as pool:
-            futures = [pool.submit(self._one, rec, req, day) for rec, req in to_call]
-            for (record, request), future in zip(to_call, futures, strict=True):
-                try:
-                    report.outcomes.append(future.result())
-                except Exception as exc:  # AWS trouble around the call: try again later
-                    report.outcomes.append(Outcome(record.sequence_number, O_DEFERRED,
-                                                   request.record_id,
-                                                   error=f"error_{type(exc).__name__}"))
+    def _dispatch(self, pending: list[_Pending], day: str, limit: int,
+                  remaining_ms: RemainingMs | None,
+                  report: BatchReport) -> list[verdicts.CallResult]:
+        """Claim and call, ``limit`` at a time. A held record is called only after another
+        record of this delivery was served (it needs a witness: see ``verdicts``)."""
+        normal = [p for p in pending if not p.held]
+        held = [p for p in pending if p.held]
+        results = self._run(normal, day, limit, remaining_ms, report)
+        if held and any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results):
+            results += self._run(held, day, limit, remaining_ms, report)
+        else:
+            report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                        p.request.record_id, "held") for p in held]
+            report.held = report.held or bool(held)
+        return results
 
-    def _one(self, record: StreamRecord, request: FetchRequest, day: str) -> Outcome:
-        seq, rid = record.sequence_number, request.record_id
+    def _run(self, pending: list[_Pending], day: str, limit: int,
+             remaining_ms: RemainingMs | None,
+             report: BatchReport) -> list[verdicts.CallResult]:
+        tasks = [lambda p=p: self._one(p, day, remaining_ms) for p in pending]
+        results: list[verdicts.CallResult] = []
+        for p, result in zip(pending, self.fan_out.run(tasks, limit), strict=True):
+            seq, rid = p.record.sequence_number, p.request.record_id
+            if isinstance(result, BaseException):  # AWS trouble around the call
+                report.outcomes.append(Outcome(seq, O_DEFERRED, rid,
+                                               f"error_{type(result).__name__}"))
+            elif isinstance(result, Outcome):  # never called: skipped or deferred
+                report.outcomes.append(result)
+            else:
+                results.append(result)
+        report.calls += len(results)
+        return results
+
+    def _one(self, p: _Pending, day: str,
+             remaining_ms: RemainingMs | None) -> verdicts.CallResult | Outcome:
+        seq, rid = p.record.sequence_number, p.request.record_id
         if not self.window.is_open(self.window_clock()):
-            # The window closed while this batch ran: the record waits for the next opening.
+            # The window closed while this delivery ran: the record waits for the next opening.
             return Outcome(seq, O_DEFERRED, rid, error="window_closed")
+        if remaining_ms is not None and remaining_ms() <= self._call_budget_ms:
+            # Could not outlive the call: if killed, its worker would run on unwatched.
+            return Outcome(seq, O_DEFERRED, rid, error="deadline")
         token = uuid.uuid4().hex
         try:
             entry = self.ledger.claim(rid, day, token, self.clock(), self.settings.lease_s)
@@ -271,50 +338,96 @@ class Ventilator:
             if old is not None and old.status in (FETCHED, PARKED):
                 return Outcome(seq, O_SKIPPED, rid, error=f"already_{old.status}")
             return Outcome(seq, O_DEFERRED, rid, error="leased")
-        result = self.invoke({
-            "record_id": rid,
-            "day": day,
-            "claim_token": token,
-            "attempt": entry.attempts,
-            "source": request.source,
-        })
-        sample = Sample(result.latency_ms, result.ok)
-        if result.ok:
+        result = self.invoke({"record_id": rid, "day": day, "claim_token": token,
+                              "attempt": entry.attempts, "source": p.request.source})
+        kind = result.outcome
+        if kind == verdicts.OK:
             if not result.recorded:
                 self.ledger.complete(rid, day, token, self.clock())
-            return Outcome(seq, O_FETCHED, rid, sample=sample, attempts=entry.attempts)
-        status = self.ledger.fail(rid, day, token, self.clock(), error=result.error,
-                                  park=result.permanent)
-        return Outcome(seq, O_PARKED if status == PARKED else O_FAILED, rid, result.error,
-                       sample, attempts=entry.attempts, prior_blame=entry.blamed)
+        elif kind == verdicts.REJECTED:
+            self.ledger.release(rid, day, token, self.clock())  # it never started
+        elif kind in (verdicts.FAILED, verdicts.PERMANENT):
+            self.ledger.fail(rid, day, token, self.clock(), error=result.error,
+                             park=kind == verdicts.PERMANENT)
+        # AMBIGUOUS: no write. The worker may still be running: the lease keeps it ours.
+        return _call_result(seq, rid, kind, result, entry)
 
-    def _judge_failures(self, report: BatchReport, day: str, state: ControlState) -> None:
-        """Blame, and park at max attempts, the failures the provider is not to blame for."""
-        called = [o for o in report.outcomes if o.sample is not None]
-        failed = [o for o in called if o.outcome == O_FAILED]
-        served = sum(1 for o in called if o.sample.ok)
-        limit = self.settings.max_attempts
-        window_errors = sum(1 for s in state.window if not s.ok)
-        healthy_lately = (state.breaker == breaker.CLOSED and len(state.window) >= 5
-                          and window_errors / len(state.window)
-                          <= self.settings.error_rate_threshold / 2)
-        for i, o in enumerate(report.outcomes):
-            if o.outcome != O_FAILED:
-                continue
-            suspect = (served == 0 and len(failed) == 1 and o.prior_blame > 0
-                       and healthy_lately)
-            blamed = served > 0 or suspect
-            if suspect:
-                report.outcomes[i] = o = replace(o, suspect=True)
-            blame = o.prior_blame + int(blamed)
-            park = blame >= limit or o.attempts >= limit * SAFETY_NET_FACTOR
-            if not (blamed or park):
-                continue
-            reason = f"{o.error} after {o.attempts} attempts"
-            settled = self.ledger.settle_failure(o.record_id, day, self.clock(), blamed=blamed,
-                                                 park=park, reason=reason)
-            if settled and park:
-                report.outcomes[i] = replace(o, outcome=O_PARKED)
+    def _settle(self, judgement: verdicts.Judgement, results: list[verdicts.CallResult],
+                day: str, report: BatchReport) -> None:
+        by_seq = {r.sequence_number: r for r in results}
+        samples = iter(judgement.samples)
+        for v in judgement.verdicts:
+            call = by_seq[v.sequence_number]
+            judged = call.kind in (verdicts.OK, verdicts.PERMANENT) or (
+                call.kind == verdicts.FAILED and not v.suspect)
+            sample = next(samples) if judged else None
+            outcome = {verdicts.FETCHED: O_FETCHED, verdicts.PARK: O_PARKED}.get(
+                v.action, O_FAILED if call.kind == verdicts.FAILED else O_DEFERRED)
+            if call.kind == verdicts.FAILED and (v.blame or v.suspect or v.action == verdicts.PARK):
+                settled = self.ledger.settle_failure(
+                    v.record_id, day, self.clock(), blamed=v.blame, suspect=v.suspect,
+                    park=v.action == verdicts.PARK, reason=v.reason)
+                if v.action == verdicts.PARK and not settled:
+                    outcome = O_FAILED  # claimed again meanwhile: that attempt decides
+            error = v.reason if outcome == O_PARKED and v.reason else v.error
+            report.outcomes.append(Outcome(v.sequence_number, outcome, v.record_id, error,
+                                           sample, called=True))
+
+    def _learn(self, judgement: verdicts.Judgement, loaded: ControlState, state: ControlState,
+               report: BatchReport) -> None:
+        """Feed the policy and store what it learned, with the breaker's move."""
+        samples = list(judgement.samples)
+        held = judgement.hold or report.held
+        if not samples and not held and not judgement.suspects:
+            return
+
+        def step(current: ControlState) -> ControlState:
+            current = current if current.batch_size else replace(
+                current, batch_size=state.batch_size)
+            if samples:
+                decision = self.policy.decide(current.batch_size, samples, current.recent)
+                report.decision = decision
+                current = breaker.after_batch(current, decision, self.clock())
+            current = replace(current,
+                              lone_failures=judgement.lone_failures(current.lone_failures))
+            return breaker.hold(current, self.clock()) if held else current
+
+        try:
+            report.state = self.control.update(step, current=loaded)
+        except Exception as exc:  # the ledger has every record's verdict; the policy waits
+            report.problems.append(f"control_{type(exc).__name__}")
+
+    def _finish(self, report: BatchReport, view: MappingView | None, day: str,
+                started: float) -> BatchReport:
+        # Notices and counts first: a throttled mapping call must not lose them.
+        self._announce_parked(report, day)
+        self._count(report, day)
+        report.mapping_update = self._converge(view, report.state)
+        self._log(report, day, started)
+        return report
+
+    def _count(self, report: BatchReport, day: str) -> None:
+        counts = {
+            "calls": sum(1 for o in report.outcomes if o.called),
+            "fetched": report.count(O_FETCHED),
+            "failed": report.count(O_FAILED),
+            "parked": report.count(O_PARKED) + report.count(O_MALFORMED),
+            "skipped": report.count(O_SKIPPED),
+        }
+        try:
+            self.counts.add(day, counts, self.clock())
+        except Exception as exc:  # approximate counters: never worth failing a delivery
+            report.problems.append(f"counts_{type(exc).__name__}")
+
+    def _converge(self, view: MappingView | None, state: ControlState) -> str:
+        if view is None:
+            return "unknown"
+        spec = breaker.desired_mapping(state, max_size=self.cap(state),
+                                       fallback_size=view.batch_size, now=self.clock())
+        try:
+            return self.mapping.apply(view, enabled=spec.enabled, batch_size=spec.batch_size)
+        except Exception as exc:  # the rearm converges it within one interval
+            return f"failed_{type(exc).__name__}"
 
     def _announce_parked(self, report: BatchReport, day: str) -> None:
         if self.parked_queue is None:
@@ -328,16 +441,14 @@ class Ventilator:
             except Exception as exc:  # the ledger is the record of truth; the queue a notice
                 report.problems.append(f"park_notice_{type(exc).__name__}")
 
-    def _apply(self, view: MappingView, state: ControlState) -> str:
-        return self.mapping.apply(view, enabled=state.mapping_enabled, batch_size=state.batch_size)
-
     def _log(self, report: BatchReport, day: str, started: float) -> None:
-        samples = [o.sample for o in report.outcomes if o.sample is not None]
-        latencies = [s.latency_ms for s in samples]
+        called = [o for o in report.outcomes if o.called]
+        judged = [o.sample for o in called if o.sample is not None]
+        latencies = [s.latency_ms for s in judged]
         errors = sorted({o.error for o in report.outcomes if o.error} | set(report.problems))
         metrics = {
             "BatchSize": report.state.batch_size,
-            "Calls": len(samples),
+            "Calls": len(called),
             "Fetched": report.count(O_FETCHED),
             "Failed": report.count(O_FAILED),
             "Parked": report.count(O_PARKED) + report.count(O_MALFORMED),
@@ -345,8 +456,8 @@ class Ventilator:
             "Deferred": report.count(O_DEFERRED),
             "LatencyP50": round(percentile(latencies, 50), 1),
             "LatencyP90": round(percentile(latencies, 90), 1),
-            "ErrorRate": round(sum(1 for s in samples if not s.ok) / len(samples), 3)
-            if samples else 0.0,
+            "ErrorRate": round(sum(1 for s in judged if not s.ok) / len(judged), 3)
+            if judged else 0.0,
             "BreakerOpen": int(report.state.breaker == breaker.OPENED),
         }
         fields = {
@@ -357,11 +468,24 @@ class Ventilator:
             "health": report.decision.health.why if report.decision else "",
             "breaker": report.state.label,
             "mapping_update": report.mapping_update,
-            "errors": errors,
+            "errors": [_safe_error(e) for e in errors],
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
         self.emit(emf_document(self.settings.provider, int(self.clock() * 1000), metrics, fields))
 
 
-def _with_size(state: ControlState, size: int) -> ControlState:
-    return replace(state, batch_size=size)
+def _call_result(seq: str, rid: str, kind: str, result: WorkerResult,
+                 entry: Entry) -> verdicts.CallResult:
+    return verdicts.CallResult(seq, rid, kind, result.latency_ms, result.error,
+                               attempts=entry.attempts, blamed=entry.blamed,
+                               suspects=entry.suspects)
+
+
+def _seq_key(sequence_number: str) -> tuple[int, int | str]:
+    """Kinesis sequence numbers are decimal strings: compare as integers, odd ones last."""
+    return (0, int(sequence_number)) if sequence_number.isdigit() else (1, sequence_number)
+
+
+def _safe_error(error: str) -> str:
+    """Error kinds and reasons are content-free by construction; cap their length anyway."""
+    return error[:120]

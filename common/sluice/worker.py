@@ -5,6 +5,10 @@ stored. So a ventilator that dies after its workers succeeded loses nothing and,
 batch's retry, finds those records fetched instead of calling the provider again.
 It never raises for a provider failure: the ventilator gets a small outcome document instead
 (error kinds only, never the provider's response body).
+
+Idempotent: before calling the provider it looks for today's result object. A worker that
+died after storing but before marking (or whose answer was lost) left it there: the record is
+marked fetched without a second, billed call.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ def run_worker(
     record_id, day, token = event["record_id"], event["day"], event["claim_token"]
     started = perf()
     try:
+        found = store.exists(record_id, day)
+    except Exception as exc:  # cannot tell: do not risk a second billed call
+        return _failed(f"store_{type(exc).__name__}", perf() - started)
+    if found:
+        recorded = _complete(ledger, record_id, day, token, clock)
+        return {"ok": True, "latency_ms": 0.0, "recorded": recorded, "found": True}
+    try:
         record = fetch(record_id)
     except ProviderError as exc:
         return _failed(exc.kind, perf() - started, permanent=exc.permanent)
@@ -43,11 +54,15 @@ def run_worker(
         store.put(record_id, day, record)
     except Exception as exc:
         return _failed(f"store_{type(exc).__name__}", latency_ms / 1000)
-    try:
-        recorded = ledger.complete(record_id, day, token, clock())
-    except Exception:
-        recorded = False  # the ventilator records it instead
+    recorded = _complete(ledger, record_id, day, token, clock)
     return {"ok": True, "latency_ms": round(latency_ms, 2), "recorded": recorded}
+
+
+def _complete(ledger: Ledger, record_id: str, day: str, token: str, clock: Clock) -> bool:
+    try:
+        return ledger.complete(record_id, day, token, clock())
+    except Exception:
+        return False  # the ventilator records it instead
 
 
 def _failed(kind: str, elapsed_s: float, *, permanent: bool = False) -> dict[str, Any]:

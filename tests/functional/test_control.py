@@ -24,10 +24,10 @@ def table(aws):
 def test_state_survives_a_cold_start(table):
     ControlStore(table).update(lambda s: replace(
         s, breaker=OPENED, batch_size=1, reason="errors", opens=2,
-        window=(Sample(12.5, True), Sample(900.0, False))))
+        recent=(Sample(12.5, True), Sample(900.0, False))))
     fresh = ControlStore(table).load()  # a new container
     assert (fresh.breaker, fresh.batch_size, fresh.reason, fresh.opens) == (OPENED, 1, "errors", 2)
-    assert fresh.window == (Sample(12.5, True), Sample(900.0, False))
+    assert fresh.recent == (Sample(12.5, True), Sample(900.0, False))
     assert fresh.version == 1
 
 

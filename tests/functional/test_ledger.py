@@ -5,6 +5,7 @@ import threading
 import boto3
 import pytest
 
+from sluice.day_counts import DayCounts
 from sluice.ledger import FAILED, FETCHED, IN_PROGRESS, PARKED, ClaimLost, Ledger
 from sluice.settings import load_settings
 from sluice_tools.resources import create_locally, provider_resources
@@ -87,9 +88,10 @@ def test_items_carry_a_ttl_a_few_days_out(ledger):
 
 
 def test_day_counters_add_up(ledger):
-    ledger.count(DAY, {"fetched": 3, "calls": 4, "parked": 0}, now=1.0)
-    ledger.count(DAY, {"fetched": 2, "calls": 2}, now=2.0)
-    assert ledger.day_counts(DAY) == {"fetched": 5, "calls": 6}
+    counts = DayCounts("ledger-t")
+    counts.add(DAY, {"fetched": 3, "calls": 4, "parked": 0}, now=1.0)
+    counts.add(DAY, {"fetched": 2, "calls": 2}, now=2.0)
+    assert counts.get(DAY) == {"fetched": 5, "calls": 6}
 
 
 def test_lookup_retries_unprocessed_keys_with_backoff():

@@ -56,7 +56,7 @@ def test_an_update_while_updating_is_deferred_not_an_error(aws, mapping):
     client = MappingClient("vent")
     assert client.apply(client.find(STREAM_ARN), enabled=True, batch_size=5) == UPDATED
     view = client.find(STREAM_ARN)
-    assert view.state == "Updating" and view.batch_size == 10  # not in effect yet
+    assert view.state == "Updating" and view.batch_size == 5  # the API answers the new values
     assert client.apply(view, enabled=True, batch_size=2) == DEFERRED
     # Even a blind update (a stale view) gets AWS's conflict, and is deferred too.
     stale = view.__class__(view.uuid, 10, "Enabled", view.event_source_arn, False)

@@ -17,9 +17,9 @@ def test_unhealthy_at_one_opens_and_disables_the_mapping():
 
 def test_rearm_half_opens_only_an_open_breaker():
     opened = ControlState(breaker=OPENED, batch_size=1)
-    half = breaker.after_rearm(opened, 5.0)
+    half = breaker.after_rearm(opened, 5.0, probe_lease_s=120)
     assert half.breaker == HALF_OPEN and half.batch_size == 1 and half.mapping_enabled
-    assert breaker.after_rearm(ControlState(batch_size=7), 5.0) == ControlState(batch_size=7)
+    assert breaker.after_rearm(ControlState(batch_size=7), 5.0, probe_lease_s=120) == ControlState(batch_size=7)
 
 
 def test_healthy_probe_closes_and_resumes_the_ramp():
@@ -36,8 +36,36 @@ def test_unhealthy_probe_reopens():
 
 def test_operator_pause_survives_rearm_and_decisions():
     state = breaker.paused(ControlState(breaker=OPENED, batch_size=1), "provider asked", 1.0)
-    assert breaker.after_rearm(state, 2.0) == state
+    assert breaker.after_rearm(state, 2.0, probe_lease_s=120) == state
     assert breaker.after_batch(state, decision(2, "increase", True), 3.0) == state
     assert not state.mapping_enabled and state.label == "paused"
     resumed = breaker.resumed(state, 4.0)
     assert resumed.breaker == OPENED and not resumed.paused  # the next rearm probes
+
+
+def test_half_open_gives_one_probe_per_rearm_across_shards():
+    half = breaker.after_rearm(ControlState(breaker=OPENED, batch_size=1), 600.0,
+                               probe_lease_s=120)
+    first = breaker.take_probe(half, 601.0, "shard-a")
+    assert first.probe_token == "shard-a"
+    second = breaker.take_probe(first, 601.5, "shard-b")  # the other shard's first batch
+    assert second.probe_token == "shard-a" and not second.probe_available
+    # A probe whose verdict was lost (its ventilator died) is reissued by the next rearm only.
+    assert not breaker.after_rearm(first, 700.0, probe_lease_s=120).probe_available
+    assert breaker.after_rearm(first, 1200.0, probe_lease_s=120).probe_available
+
+
+def test_the_spec_follows_pause_window_breaker_and_a_held_record():
+    spec = breaker.desired_mapping
+    closed = ControlState(batch_size=6)
+    assert spec(closed, max_size=10, fallback_size=3, now=0) == breaker.MappingSpec(True, 6)
+    assert spec(closed, max_size=4, fallback_size=3, now=0).batch_size == 4  # real shards
+    assert not spec(breaker.paused(closed, "ops", 1), max_size=10, fallback_size=3,
+                    now=0).enabled
+    assert not spec(ControlState(breaker=OPENED, batch_size=1), max_size=10, fallback_size=3,
+                    now=0).enabled
+    half = ControlState(breaker=HALF_OPEN, batch_size=4)
+    assert spec(half, max_size=10, fallback_size=3, now=0) == breaker.MappingSpec(True, 1)
+    held = ControlState(batch_size=1, held_until=100.0)
+    assert spec(held, max_size=10, fallback_size=1, now=50).batch_size == 2
+    assert spec(held, max_size=10, fallback_size=1, now=150).batch_size == 1

@@ -90,7 +90,7 @@ def test_default_small_batch_needs_a_slow_median_not_one_outlier():
 
 def test_default_clears_the_window_after_a_decrease():
     decision = AimdPolicy(max_size=10).decide(8, batch(slow=8))
-    assert decision.size == 5 and decision.window == ()
+    assert decision.size == 5 and decision.recent == ()
 
 
 def test_default_recovers_one_step_per_healthy_batch_up_to_x():
@@ -98,7 +98,7 @@ def test_default_recovers_one_step_per_healthy_batch_up_to_x():
     size, window, trace = 1, (), []
     for _ in range(10):
         decision = policy.decide(size, batch(fast=size), window)
-        size, window = decision.size, decision.window
+        size, window = decision.size, decision.recent
         trace.append(size)
     assert trace == [2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
 

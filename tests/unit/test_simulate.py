@@ -33,7 +33,7 @@ def test_seed_policy_reproduces_the_original_story():
     # While the provider is down (20m to 45m), a probe every 10 minutes, and nothing more.
     probes = [t for t, action in sim.trace.rearms if action == "half_open" and 1200 < t < 2700]
     assert len(probes) >= 2 and all(b - a == 600 for a, b in itertools.pairwise(probes))
-    assert summary["invariants"]["one_probe_per_rearm_while_open"]
+    assert summary["invariants"]["one_probe_per_rearm"]
     # The recovery: back to 10 after the provider came back at 45m.
     after = [size for t, size in summary["batch_size_trace"] if t > 2700]
     assert after[0] <= 2 and max(after) == 10  # from the probe's size 1, step by step

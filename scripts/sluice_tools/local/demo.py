@@ -179,7 +179,7 @@ class DemoRun:
         while time.time() < deadline:
             # The day's counters are cheap but approximate (a ventilator killed mid-batch
             # never counts its batch); the ledger itself decides when the run is over.
-            counts = ledger.day_counts(day)
+            counts = deployed.runtime.day_counts().get(day)
             mapping = lam.get_event_source_mapping(UUID=deployed.mapping_uuids[0])
             self._refresh(session, counts, expected_final, control.load(), mapping)
             if session.idle_for(1.0) and time.time() - last_check > 3:

@@ -108,7 +108,9 @@ def deploy_provider(
     settings = settings_from_env(env)
     resources = create_locally(provider_resources(settings), session)
 
-    runtime = Runtime(settings, clock=clock, emit=emit, window_clock=window_clock)
+    # No real pause for a delivery with nothing to call: the local poller paces redeliveries.
+    runtime = Runtime(settings, clock=clock, emit=emit, window_clock=window_clock,
+                      sleep=lambda seconds: None)
     provider.module.runtime.install(runtime)
     for handler, name in functions.items():
         fn = provider.handler(handler)

@@ -19,31 +19,65 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice import rearm as rearm_module
+from sluice import breaker, verdicts
 from sluice.breaker import OPENED
+from sluice import rearm as rearm_module
 from sluice.invoker import WorkerResult
 from sluice.settings import ProviderSettings, load_settings
-from sluice.ventilator import BatchReport, Outcome, StreamRecord, Ventilator
+from sluice.ventilator import BatchReport, StreamRecord, Ventilator
 from sluice.window import AccessWindow
+from sluice_tools import invariants
+from sluice_tools.memory import (
+    MemoryControl,
+    MemoryDayCounts,
+    MemoryLedger,
+    MemoryMalformed,
+    MemoryMapping,
+    MemoryShards,
+)
 from sluice_tools.scenario import ProviderState, Scenario
-from sluice_tools.simulate.memory import MemoryControl, MemoryLedger, SimMapping
+from sluice_tools.simulate.chaos import Chaos, VentilatorKilled
 
 REARM_PERIOD_S = 600.0
 BATCH_OVERHEAD_S = 0.05  # ledger reads, claims, control write, mapping read around a batch
 IDLE_POLL_S = 1.0  # an enabled mapping polls an empty or disabled shard about once a second
 DEFAULT_START = 1_764_000_000.0  # a fixed instant, so the ledger's days are deterministic
 DEFAULT_HORIZON_S = 7 * 86400
+VENTILATOR_TIMEOUT_S = 900.0  # Lambda's maximum: the deploy sets it
 
 
-class _SimVentilator(Ventilator):
-    """The real ventilator, with its thread fan-out replaced by simulated concurrent calls."""
+class VirtualFanOut:
+    """The fan-out port in virtual time: at most ``limit`` calls in flight, the next one
+    starting as soon as one ends (the production ``ThreadFanOut``'s semantics). Tasks run one
+    after another in start-time order, with the clock set to each task's start."""
 
-    engine: Simulation
+    def __init__(self, engine: Simulation) -> None:
+        self.engine = engine
 
-    def _call(self, to_call, day, limit, report: BatchReport) -> None:
-        self.engine.begin_calls(min(limit, len(to_call)), limit)
-        for record, request in to_call:
-            report.outcomes.append(self._one(record, request, day))
+    def run(self, tasks, limit):
+        engine = self.engine
+        start = engine.now
+        slots = [start] * max(1, min(limit, len(tasks)))
+        heapq.heapify(slots)
+        # Calls starting together are in flight together: each sees the delivery's
+        # concurrency, not just the calls started before it in this loop.
+        engine.delivery_concurrency = len(slots)
+        results, latest = [], start
+        for task in tasks:
+            engine.now = heapq.heappop(slots)
+            engine.call_latency_s = 0.0
+            engine.chaos.before_task(engine)
+            try:
+                results.append(task())
+            except VentilatorKilled:
+                raise
+            except Exception as exc:
+                results.append(exc)
+            end = engine.now + engine.call_latency_s
+            latest = max(latest, end)
+            heapq.heappush(slots, end)
+        engine.now = latest
+        return results
 
 
 @dataclass
@@ -109,14 +143,16 @@ def oracle_makespan_s(scenario: Scenario, max_batch: int,
 class Simulation:
     def __init__(self, scenario: Scenario, *, policy: str | None = None, seed: int = 1,
                  update_delay_s: float = 2.0, horizon_s: float = DEFAULT_HORIZON_S,
-                 settings_overrides: dict[str, Any] | None = None) -> None:
+                 settings_overrides: dict[str, Any] | None = None,
+                 chaos: Chaos | None = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.rng = random.Random(seed)
+        self.chaos = chaos or Chaos.none()
         fields = {"provider": "sim", "stream_name": "sim", "table_name": "sim",
                   "result_bucket": "sim", "worker_function": "sim-worker",
                   "ventilator_function": "sim-ventilator", "timezone": "UTC",
-                  **scenario.settings, **(settings_overrides or {})}
+                  **scenario.settings, **self.chaos.settings, **(settings_overrides or {})}
         if policy:
             fields["policy"] = policy
         self.settings: ProviderSettings = load_settings(**fields)
@@ -126,19 +162,27 @@ class Simulation:
         self.horizon_s = horizon_s
         self.ledger = MemoryLedger()
         self.control = MemoryControl()
-        self.mapping = SimMapping(self.settings.max_batch_size, self.clock, update_delay_s)
+        self.counts = MemoryDayCounts()
+        self.malformed = MemoryMalformed()
+        self.shards = MemoryShards(self.settings.shards)
+        self.mapping = MemoryMapping(
+            self.settings.max_batch_size, self.clock, update_delay_s,
+            reports_item_failures=self.chaos.reports_item_failures,
+            delay=self.chaos.update_delay(update_delay_s))
+        self.chaos.install(self)
         self.trace = SimTrace()
         self.served: dict[tuple[str, str], int] = {}
-        self.in_flight_batches: list[tuple[float, int]] = []  # (end time, calls)
-        self.batch_calls = 0
-        self.batch_latencies: list[float] = []
-        self.max_in_flight = 0
+        self.stored: set[tuple[str, str]] = set()
+        self.intervals: list[tuple[float, float]] = []  # every provider call: (start, end)
+        self._active: list[float] = []  # end times of calls that may still be in flight
+        self.call_latency_s = 0.0
+        self.delivery_concurrency = 1
         self._open_since: float | None = None
-        self.ventilator = _SimVentilator(
+        self.ventilator = Ventilator(
             self.settings, ledger=self.ledger, control=self.control, mapping=self.mapping,
-            invoke=self._invoke, clock=self.clock, emit=self._emit,
+            invoke=self._invoke, counts=self.counts, malformed=self.malformed,
+            fan_out=VirtualFanOut(self), clock=self.clock, emit=self._emit,
         )
-        self.ventilator.engine = self
 
     # -- virtual time ---------------------------------------------------------------------------
 
@@ -150,33 +194,46 @@ class Simulation:
 
     # -- the simulated provider and worker -----------------------------------------------------
 
-    def begin_calls(self, n: int, limit: int) -> None:
-        """A batch's calls start: ``n`` at a time (more run in waves of ``limit``)."""
-        self.batch_limit = max(1, limit)
-        t = self.now
-        self.in_flight_batches = [(end, k) for end, k in self.in_flight_batches if end > t]
-        self.batch_calls = n
-        self.batch_in_flight = n + sum(k for _, k in self.in_flight_batches)
-        self.max_in_flight = max(self.max_in_flight, self.batch_in_flight)
-        self.batch_latencies = []
+    def _in_flight_at(self, t: float) -> int:
+        self._active = [end for end in self._active if end > t]
+        return len(self._active)
 
     def _invoke(self, payload: dict[str, Any]) -> WorkerResult:
+        """Lambda's Invoke of the worker: the worker's own logic (look for today's result,
+        call the provider, store, mark fetched), with the chaos schedule's faults."""
+        key = (payload["record_id"], payload["day"])
+        rejected = self.chaos.invoke_rejected(self)
+        if rejected:
+            return WorkerResult(False, 0.0, error="invoke_TooManyRequestsException",
+                                kind=verdicts.REJECTED)
+        if key in self.stored:  # the worker finds today's result: no provider call
+            recorded = self.ledger.complete(*key, payload["claim_token"], self.now)
+            return WorkerResult(True, 0.0, recorded=recorded)
         state = self.scenario.state_at(self.t())
-        in_flight = self.batch_in_flight
+        if payload["record_id"] in self.chaos.poison:
+            state = ProviderState(**{**state.__dict__, "error_rate": 1.0})
+        in_flight = max(self._in_flight_at(self.now) + 1, self.delivery_concurrency)
         latency_s = state.latency_s(self.rng, in_flight)
-        fail = state.fails(self.rng, in_flight)
+        fail = state.fails(self.rng, in_flight) or payload["record_id"] in self.chaos.poison
         if state.outage:
             latency_s = min(latency_s, 0.05)
-        self.batch_latencies.append(latency_s)
+        self.call_latency_s = latency_s
+        self._active.append(self.now + latency_s)
+        self.intervals.append((self.now, self.now + latency_s))
         ms = latency_s * 1000
         self.trace.calls.append((self.t(), ms, not fail, state.outage))
         if fail:
             return WorkerResult(False, ms, error="http_503")
-        key = (payload["record_id"], payload["day"])
         self.served[key] = self.served.get(key, 0) + 1
+        self.stored.add(key)
+        fault = self.chaos.after_provider_answered(self)
+        if fault == "worker_killed":  # after storing, before marking: the result stays
+            return WorkerResult(False, ms, error="worker_Sandbox.Timedout")
         # The worker marks the record fetched itself, right after storing it.
-        recorded = self.ledger.complete(payload["record_id"], payload["day"],
-                                        payload["claim_token"], self.now)
+        recorded = self.ledger.complete(*key, payload["claim_token"], self.now + latency_s)
+        if fault == "connection_dropped":  # the worker ran; the ventilator cannot know
+            return WorkerResult(False, ms, error="invoke_ReadTimeoutError",
+                                kind=verdicts.AMBIGUOUS)
         return WorkerResult(True, ms, recorded=recorded)
 
     def _emit(self, doc: dict[str, Any]) -> None:
@@ -194,15 +251,33 @@ class Simulation:
         payloads = [(rid, "scheduled") for rid in ids]
         dupes = rng.sample(ids, k=min(len(ids), math.ceil(scenario.duplicates * len(ids))))
         payloads += [(rid, "adhoc") for rid in dupes]
+        data = [json.dumps({"record_id": rid, "source": source}).encode()
+                for rid, source in payloads]
+        keys = [rid for rid, _ in payloads]
+        hostile = self.chaos.hostile_payloads(rng)
+        for i, bad in enumerate(hostile):
+            at = rng.randrange(len(data) + 1)
+            data.insert(at, bad)
+            keys.insert(at, f"hostile-{i}")
         shards: list[list[StreamRecord]] = [[] for _ in range(self.settings.shards)]
-        for rid, source in payloads:
-            shard = int(hashlib.md5(rid.encode()).hexdigest(), 16) % self.settings.shards
-            data = json.dumps({"record_id": rid, "source": source}).encode()
+        for key, payload in zip(keys, data, strict=True):
+            shard = int(hashlib.md5(key.encode()).hexdigest(), 16) % self.settings.shards
             seq = str(len(shards[shard]) + 1)
-            shards[shard].append(StreamRecord(seq, f"shardId-{shard:012d}", data))
+            shards[shard].append(StreamRecord(seq, f"shardId-{shard:012d}", payload))
         self.unique_ids = set(ids)
-        self.records_put = len(payloads)
+        self.hostile = len(hostile)
+        self.records_put = len(payloads) + len(hostile)
         return shards
+
+    def _rearm(self) -> None:
+        s = self.settings
+        rearm_module.rearm(stream_name="sim", provider="sim", control=self.control,
+                           mapping=self.mapping, clock=self.clock, emit=self._emit,
+                           window=self.window, max_size=s.max_batch_size,
+                           probe_lease_s=s.lease_s, shards=self.shards,
+                           max_concurrency=s.max_concurrency,
+                           parallelization_factor=s.parallelization_factor,
+                           min_shards=s.shards)
 
     def run(self) -> dict[str, Any]:
         shards = self._shard_records()
@@ -215,9 +290,7 @@ class Simulation:
             t, _, shard = heapq.heappop(queue)
             while next_rearm <= t:  # rearm fires on its schedule, whatever the shards do
                 self.now = next_rearm
-                rearm_module.rearm(stream_name="sim", provider="sim", control=self.control,
-                                   mapping=self.mapping, clock=self.clock, emit=self._emit,
-                                   window=self.window)
+                self._rearm()
                 next_rearm += REARM_PERIOD_S
             self.now = t
             if self.t() > self.horizon_s:
@@ -235,27 +308,41 @@ class Simulation:
                 counter += 1
                 continue
             batch = records[checkpoints[shard]: checkpoints[shard] + config.batch_size]
-            self.batch_latencies, self.batch_calls = [], 0
-            report = self.ventilator.handle(batch, self.mapping.stream_arn)
-            duration = self._batch_duration() + BATCH_OVERHEAD_S
-            if self.batch_calls:
-                self.in_flight_batches.append((self.now + duration, self.batch_calls))
-            checkpoints[shard] = self._advance(checkpoints[shard], batch, report.outcomes)
-            heapq.heappush(queue, (t + duration, counter, shard))
+            started = self.now
+            deadline = started + VENTILATOR_TIMEOUT_S
+            try:
+                report = self.ventilator.handle(
+                    batch, self.mapping.stream_arn,
+                    remaining_ms=lambda d=deadline: (d - self.now) * 1000)
+            except VentilatorKilled:  # nothing returned: Lambda retries the whole batch
+                report = None
+            duration = (self.now - started) + BATCH_OVERHEAD_S
+            if report is not None:
+                duration += report.backoff_s
+                checkpoints[shard] = self._advance(checkpoints[shard], batch, report)
+            self.now = started
+            heapq.heappush(queue, (started + duration, counter, shard))
             counter += 1
         if done_at is None:
             done_at = self.now
         self._note_breaker()
+        self._settle_world()
         return self._summary(done_at - self.start_epoch)
 
-    def _batch_duration(self) -> float:
-        """Waves of at most the allowed batch size run one after another."""
-        lat, step = self.batch_latencies, getattr(self, "batch_limit", 1)
-        return sum(max(lat[i:i + step]) for i in range(0, len(lat), step))
+    def _settle_world(self) -> None:
+        """After the run: let pending updates settle and one more rearm converge, as the
+        schedule would; the run converged if the mapping then matches the spec."""
+        self.chaos.stop()
+        self.now += 3600
+        self._rearm()
+        self.now += 3600
+        self.mapping.effective()
 
     @staticmethod
-    def _advance(checkpoint: int, batch: list[StreamRecord], outcomes: list[Outcome]) -> int:
-        retry = {o.sequence_number for o in outcomes if o.outcome in ("failed", "deferred")}
+    def _advance(checkpoint: int, batch: list[StreamRecord], report: BatchReport) -> int:
+        retry = set(report.retry)
+        if retry and not report.reports_item_failures:
+            return checkpoint  # RetryBatch: the whole batch comes back
         for i, record in enumerate(batch):
             if record.sequence_number in retry:
                 return checkpoint + i  # ReportBatchItemFailures: resume at the lowest failed
@@ -289,6 +376,10 @@ class Simulation:
         fetched = sum(1 for rid in self.unique_ids if states.get(rid) == "fetched")
         parked = sum(1 for rid in self.unique_ids if states.get(rid) == "parked")
         lost = len(self.unique_ids) - fetched - parked
+        hostile_parked = len(self.malformed.items)
+        lost += max(0, self.hostile - hostile_parked)
+        parked_wrongly = sum(1 for rid in self.unique_ids
+                             if states.get(rid) == "parked" and rid not in self.chaos.poison)
         duplicates = sum(n - 1 for n in self.served.values() if n > 1)
         calls = self.trace.calls
         outage_calls = [c for c in calls if c[3]]
@@ -296,28 +387,33 @@ class Simulation:
         # Once the breaker has opened on an outage, at most one probe per rearm interval.
         probes = [c[0] for c in outage_calls if any(a < c[0] <= b for a, b in periods)]
         # (probes follow their rearm by the same settle delay: allow a second of jitter)
-        max_outage_calls_per_rearm = _max_calls_per_interval(probes, REARM_PERIOD_S - 1.0)
+        max_probes = invariants.max_per_interval(probes, REARM_PERIOD_S - 1.0)
         oracle = oracle_makespan_s(self.scenario, s.max_batch_size, window=self.window,
                                    start_epoch=self.start_epoch)
         outside = sum(1 for c in calls if not self.window.is_open(self.start_epoch + c[0]))
         trace = [[round(b["t"], 2), b["BatchSize"]] for b in self.trace.batches]
+        max_in_flight = _max_overlap(self.intervals)
+        spec = breaker.desired_mapping(self.control.state, max_size=self.ventilator.cap(
+            self.control.state), fallback_size=self.mapping.config.batch_size, now=self.now)
+        final = self.mapping.effective()
+        converged = (final.enabled, final.batch_size) == (spec.enabled, spec.batch_size)
         summary = {
             "scenario": self.scenario.name,
             "policy": s.policy,
             "seed": self.seed,
             "records": self.records_put,
             "fetched": fetched,
-            "skipped_duplicates": self.records_put - fetched - parked - lost,
-            "parked": parked,
+            "skipped_duplicates": self.records_put - fetched - parked - lost - hostile_parked,
+            "parked": parked + hostile_parked,
             "lost": lost,
             "duplicate_fetches": duplicates,
-            "max_in_flight": self.max_in_flight,
+            "max_in_flight": max_in_flight,
             "max_concurrency": s.max_concurrency,
             "provider_calls": len(calls),
             "calls_over_threshold": sum(1 for c in calls if c[1] > s.latency_threshold_ms),
             "calls_failed": sum(1 for c in calls if not c[2]),
             "calls_during_outage": len(outage_calls),
-            "max_probes_per_rearm_interval": max_outage_calls_per_rearm,
+            "max_probes_per_rearm_interval": max_probes,
             "breaker_opened": self.control.state.opens,
             "calls_outside_window": outside,
             "window_pauses": self.control.state.window_pauses,
@@ -331,23 +427,25 @@ class Simulation:
             "batch_size_trace": trace,
             "open_periods_s": [[round(a, 1), round(b, 1)] for a, b in self.open_periods()],
         }
-        summary["invariants"] = {
-            "once_a_day": duplicates == 0,
-            "nothing_lost": lost == 0,
-            "concurrency_cap": self.max_in_flight <= s.max_concurrency,
-            "inside_window": outside == 0,
-            "one_probe_per_rearm_while_open": max_outage_calls_per_rearm <= s.shards,
-        }
+        if self.chaos.rates:
+            summary["faults_injected"] = dict(sorted(self.chaos.injected.items()))
+            summary["poison_records"] = len(self.chaos.poison)
+            summary["hostile_records"] = self.hostile
+        summary["invariants"] = invariants.check(invariants.RunFacts(
+            duplicate_fetches=duplicates, lost=lost, drained=lost == 0,
+            max_in_flight=max_in_flight, max_concurrency=s.max_concurrency,
+            calls_outside_window=outside, max_probes_per_rearm=max_probes,
+            parked_wrongly=parked_wrongly, converged=converged))
         return summary
 
 
-def _max_calls_per_interval(times: list[float], window: float) -> int:
-    """The most calls in any window of ``window`` seconds (sliding)."""
-    best, start = 0, 0
-    for end in range(len(times)):
-        while times[end] - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most provider calls in flight at any instant (ends sort before starts)."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    best = current = 0
+    for _, delta in edges:
+        current += delta
+        best = max(best, current)
     return best
 
 

@@ -1,0 +1,51 @@
+"""The day's counters (``#stats`` / day): one ADD per batch, read by ``sluice status``.
+
+Approximate by design (a ventilator killed mid-batch does not count its batch); the record
+ledger is the truth, the counters are what an operator glances at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+
+from sluice import items
+
+STATS_PK = "#stats"
+
+
+class DayCounts:
+    def __init__(self, table_name: str, *, client: Any = None, ttl_days: int = 7) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._ttl_s = ttl_days * 86400
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    def add(self, day: str, counts: Mapping[str, int], now: float) -> None:
+        parts, names, values = [], {}, {":ttl": items.value(int(now) + self._ttl_s)}
+        for i, (name, n) in enumerate(kv for kv in counts.items() if kv[1]):
+            names[f"#c{i}"] = name
+            values[f":c{i}"] = items.value(n)
+            parts.append(f"#c{i} :c{i}")
+        if not parts:
+            return
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=items.key(STATS_PK, day),
+            UpdateExpression="SET expires_at = :ttl ADD " + ", ".join(parts),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def get(self, day: str) -> dict[str, int]:
+        item = self.client.get_item(TableName=self.table_name,
+                                    Key=items.key(STATS_PK, day)).get("Item")
+        plain = items.decode(item) if item else {}
+        return {k: int(v) for k, v in plain.items() if k not in ("pk", "sk", "expires_at")}

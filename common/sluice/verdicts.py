@@ -1,0 +1,128 @@
+"""The decision core for one delivery: what each call's result means. Pure: no IO, no clock.
+
+Given how each provider call of a delivery ended, whether the breaker is closed, whether the
+provider's recent samples show it serving (judged by the policy: health lives there) and the
+record's history, it returns a verdict per record and the samples the policy may learn from.
+
+Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
+- A failure while another call of the same delivery was served, and the recent samples show
+  the provider serving well, is held against the record (``blame``): the provider was
+  serving, this record was not. (Under overload some calls fail and others pass: that is the
+  provider's trouble, not the unlucky records', so no blame then.) At ``max_attempts`` such
+  attempts (counting its earlier lone failures, see below) it is parked.
+- A failure that is the delivery's only call, while the breaker is closed, the recent
+  samples show the provider serving and fewer than ``max_attempts`` lone failures have
+  followed each other since it last served (a streak of them is an outage), is *suspect*:
+  it says little about the provider (it neither shrinks the batch nor opens the circuit) and
+  nothing certain about the record. It is noted on the record; at ``max_attempts`` suspect failures the record is *held*: it is called
+  again only after another record of the same delivery was served, and then parked if it fails.
+- Any other failure is the provider's: it feeds the policy and the record just waits on the
+  stream, however long the outage lasts.
+- A permanent error (the provider says the record cannot exist) parks at once.
+- An outcome that is unknown (``ambiguous``: the Invoke may have reached the worker) or a call
+  that definitely never started (``rejected``: throttled) is retried later, blames nobody and
+  teaches the policy nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sluice.policies import Sample
+
+OK, FAILED, PERMANENT, AMBIGUOUS, REJECTED = "ok", "failed", "permanent", "ambiguous", "rejected"
+# What becomes of the record in this delivery.
+FETCHED, RETRY, PARK = "fetched", "retry", "park"
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One provider call of the delivery, with the record's history before it."""
+
+    sequence_number: str
+    record_id: str
+    kind: str  # ok | failed | permanent | ambiguous | rejected
+    latency_ms: float = 0.0
+    error: str = ""
+    attempts: int = 0  # this attempt's number
+    blamed: int = 0  # failures already held against the record
+    suspects: int = 0  # lone failures already noted on the record
+
+
+@dataclass(frozen=True)
+class Verdict:
+    sequence_number: str
+    record_id: str
+    action: str  # fetched | retry | park
+    error: str = ""
+    blame: bool = False  # hold this failure against the record
+    suspect: bool = False  # note a lone failure on the record
+    reason: str = ""  # why it is parked (content-free)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdicts: tuple[Verdict, ...]
+    samples: tuple[Sample, ...]  # what the policy learns from
+    hold: bool = False  # a record is held: deliveries must bring it company
+    served: int = 0  # calls the provider answered (ok or permanent)
+
+    @property
+    def suspects(self) -> int:
+        return sum(1 for v in self.verdicts if v.suspect)
+
+    def lone_failures(self, before: int) -> int:
+        """Lone failures since the provider last served: a streak of them is an outage."""
+        return 0 if self.served else before + self.suspects
+
+    def count(self, action: str) -> int:
+        return sum(1 for v in self.verdicts if v.action == action)
+
+
+def is_held(blamed: int, suspects: int, max_attempts: int) -> bool:
+    """Failed too often to be called alone again: the next call needs a witness (another
+    record served in the same delivery), and then parks the record if it fails."""
+    return suspects > 0 and blamed + suspects >= max_attempts
+
+
+def judge(
+    calls: Sequence[CallResult],
+    *,
+    breaker_closed: bool,
+    provider_serving: bool,
+    max_attempts: int,
+) -> Judgement:
+    answered = [c for c in calls if c.kind in (OK, FAILED, PERMANENT)]
+    served = sum(1 for c in answered if c.kind in (OK, PERMANENT))
+    lone = len(answered) == 1
+    verdicts: list[Verdict] = []
+    samples: list[Sample] = []
+    hold = False
+    for c in calls:
+        if c.kind == OK:
+            verdicts.append(Verdict(c.sequence_number, c.record_id, FETCHED))
+            samples.append(Sample(c.latency_ms, True))
+        elif c.kind == PERMANENT:
+            # The provider answered (it is up); the record can never be fetched.
+            verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error,
+                                    reason=f"{c.error} (permanent)"))
+            samples.append(Sample(c.latency_ms, True))
+        elif c.kind in (AMBIGUOUS, REJECTED):
+            verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
+        elif served > 0 and provider_serving:
+            blamed = c.blamed + 1
+            park = blamed + c.suspects >= max_attempts
+            reason = f"{c.error} after {c.attempts} attempts while others were served"
+            verdicts.append(Verdict(c.sequence_number, c.record_id, PARK if park else RETRY,
+                                    c.error, blame=True, reason=reason if park else ""))
+            samples.append(Sample(c.latency_ms, False))
+        elif lone and breaker_closed and provider_serving:
+            # Never parks: only a failure beside a served call is proof against the record.
+            hold = hold or is_held(c.blamed, c.suspects + 1, max_attempts)
+            verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error,
+                                    suspect=True))
+        else:  # everything failed: the provider's problem, never the record's
+            verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
+            samples.append(Sample(c.latency_ms, False))
+    return Judgement(tuple(verdicts), tuple(samples), hold, served)
