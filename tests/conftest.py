@@ -28,7 +28,6 @@ from sluice_tools.local.moto import MotoServer, stack_environment
 from sluice_tools.local.provider_app import load_provider
 from sluice_tools.local.stack import DeployedProvider, deploy_provider
 
-
 TIERS = ("unit", "functional", "packaging", "e2e")
 
 

@@ -58,6 +58,7 @@ class Entry:
     lease_until: float = 0.0
     claim_token: str = ""
     reason: str = ""
+    updated_at: float = 0.0
 
     def is_final(self) -> bool:
         return self.status in (FETCHED, PARKED)
@@ -265,4 +266,5 @@ def _entry(item: Mapping[str, Any]) -> Entry:
         lease_until=float(plain.get("lease_until", 0.0)),
         claim_token=plain.get("claim_token", ""),
         reason=plain.get("reason", ""),
+        updated_at=float(plain.get("updated_at", 0.0)),
     )

@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sluice.window import AccessWindow, WindowError, parse_span
 
 ENV_PREFIX = "SLUICE_"
+# A ventilator's own Lambda timeout must outlive a worker call it starts (worker timeout +
+# lease margin) by this much: the batch's claims, ledger writes and metrics come after it.
+VENTILATOR_DEADLINE_MARGIN_S = 60
+LAMBDA_MAX_TIMEOUT_S = 900
 
 
 class SettingsError(ValueError):
@@ -27,6 +31,9 @@ class ProviderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     provider: str = Field("demo", pattern=r"^[a-z][a-z0-9-]{0,39}$")
+    # The deployment stage (dev, prod, local...): part of every resource name and the second
+    # dimension of every metric, so two stages in one account never mix.
+    stage: str = Field("dev", pattern=r"^[a-z][a-z0-9]{0,11}$")
 
     # The concurrency ceiling X agreed with the provider. The batch size never exceeds
     # X // (shards * parallelization_factor), so in-flight calls never exceed X.
@@ -128,6 +135,22 @@ class ProviderSettings(BaseSettings):
                 f"({self.max_concurrency}): even batch size 1 would break the cap"
             )
         return self
+
+    @model_validator(mode="after")
+    def _ventilator_can_outlive_a_call(self) -> ProviderSettings:
+        if self.min_ventilator_timeout_s > LAMBDA_MAX_TIMEOUT_S:
+            raise ValueError(
+                f"worker_timeout_s ({self.worker_timeout_s}) + lease_margin_s "
+                f"({self.lease_margin_s}) + {VENTILATOR_DEADLINE_MARGIN_S} s exceeds Lambda's "
+                f"{LAMBDA_MAX_TIMEOUT_S} s: no ventilator could outlive a worker call it starts"
+            )
+        return self
+
+    @property
+    def min_ventilator_timeout_s(self) -> int:
+        """The shortest ventilator Lambda timeout that outlives any worker call it starts
+        (it starts one only while its remaining time exceeds the claim's lease)."""
+        return self.lease_s + VENTILATOR_DEADLINE_MARGIN_S
 
     @property
     def max_batch_size(self) -> int:

@@ -91,6 +91,7 @@ class BatchReport:
     backoff_s: float = 0.0  # nothing could be called: wait this long before handing back
     calls: int = 0
     held: bool = False  # a held record waited for company in this delivery
+    witnesses: int = 0  # records of this delivery the provider served lately
 
     @property
     def retry(self) -> list[str]:
@@ -211,9 +212,17 @@ class Ventilator:
             pending, later = pending[:1], pending[1:]
             report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
                                         p.request.record_id, "after_probe") for p in later]
-        results = self._dispatch(pending, day, limit, remaining_ms, report)
+        # Calls still running from an earlier attempt of this delivery (a ventilator killed
+        # mid-wave, an Invoke whose answer was lost) hold live leases: they count against X.
+        limit -= sum(1 for o in report.outcomes if o.error == "leased")
+        if limit <= 0:
+            report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                        p.request.record_id, "cap_in_use") for p in pending]
+            pending = []
+        results = self._dispatch(pending, day, max(1, limit), remaining_ms, report)
         judgement = verdicts.judge(
             results,
+            served_lately=report.witnesses,
             breaker_closed=state.breaker == breaker.CLOSED,
             provider_serving=(self.policy.serving(state.recent)
                               and state.lone_failures < self.settings.max_attempts),
@@ -276,6 +285,11 @@ class Ventilator:
         pending: list[_Pending] = []
         for record_id, (record, request) in first.items():
             entry = entries.get(record_id)
+            if entry is not None and entry.status == FETCHED \
+                    and entry.updated_at >= now - breaker.HOLD_DELIVERY_S:
+                # Served lately beside the records of this delivery (an earlier attempt of
+                # it): a witness that the provider serves, for a held record.
+                report.witnesses += 1
             if entry is not None and entry.is_final():
                 report.outcomes.append(Outcome(record.sequence_number, O_SKIPPED, record_id,
                                                error=f"already_{entry.status}"))
@@ -296,7 +310,8 @@ class Ventilator:
         normal = [p for p in pending if not p.held]
         held = [p for p in pending if p.held]
         results = self._run(normal, day, limit, remaining_ms, report)
-        if held and any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results):
+        served = any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results)
+        if held and (served or report.witnesses):
             results += self._run(held, day, limit, remaining_ms, report)
         else:
             report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,

@@ -92,9 +92,14 @@ def judge(
     breaker_closed: bool,
     provider_serving: bool,
     max_attempts: int,
+    served_lately: int = 0,
 ) -> Judgement:
+    """``served_lately``: records of this delivery the provider served in an earlier attempt
+    of it (skipped now as fetched): evidence too, when a retried delivery brings a failing
+    record back with nothing left to call beside it."""
     answered = [c for c in calls if c.kind in (OK, FAILED, PERMANENT)]
-    served = sum(1 for c in answered if c.kind in (OK, PERMANENT))
+    served_now = sum(1 for c in answered if c.kind in (OK, PERMANENT))
+    served = served_now + served_lately
     lone = len(answered) == 1
     verdicts: list[Verdict] = []
     samples: list[Sample] = []
@@ -125,4 +130,4 @@ def judge(
         else:  # everything failed: the provider's problem, never the record's
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
             samples.append(Sample(c.latency_ms, False))
-    return Judgement(tuple(verdicts), tuple(samples), hold, served)
+    return Judgement(tuple(verdicts), tuple(samples), hold, served_now)

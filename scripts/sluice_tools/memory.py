@@ -39,17 +39,18 @@ class MemoryLedger:
             raise ClaimLost(old)
         base = old or Entry(record_id, day, IN_PROGRESS)
         entry = replace(base, status=IN_PROGRESS, attempts=base.attempts + 1,
-                        lease_until=round(now + lease_s, 3), claim_token=token)
+                        lease_until=round(now + lease_s, 3), claim_token=token,
+                        updated_at=round(now, 3))
         self.entries[(record_id, day)] = entry
         return entry
 
     def complete(self, record_id: str, day: str, token: str, now: float) -> bool:
-        return self._finish(record_id, day, token, FETCHED, "")
+        return self._finish(record_id, day, token, FETCHED, "", now)
 
     def fail(self, record_id: str, day: str, token: str, now: float, *, error: str,
              park: bool) -> str:
         status = PARKED if park else FAILED
-        self._finish(record_id, day, token, status, error)
+        self._finish(record_id, day, token, status, error, now)
         return status
 
     def release(self, record_id: str, day: str, token: str, now: float) -> bool:
@@ -57,7 +58,8 @@ class MemoryLedger:
         if old is None:
             return False
         self.entries[(record_id, day)] = replace(old, status=FAILED, lease_until=0.0,
-                                                 attempts=old.attempts - 1)
+                                                 attempts=old.attempts - 1,
+                                                 updated_at=round(now, 3))
         return True
 
     def _held_by(self, record_id: str, day: str, token: str) -> Entry | None:
@@ -66,12 +68,13 @@ class MemoryLedger:
             return None
         return old
 
-    def _finish(self, record_id: str, day: str, token: str, status: str, reason: str) -> bool:
+    def _finish(self, record_id: str, day: str, token: str, status: str, reason: str,
+                now: float) -> bool:
         old = self._held_by(record_id, day, token)
         if old is None:
             return False
         self.entries[(record_id, day)] = replace(old, status=status, reason=reason,
-                                                 lease_until=0.0)
+                                                 lease_until=0.0, updated_at=round(now, 3))
         return True
 
     def settle_failure(self, record_id: str, day: str, now: float, *, blamed: bool, park: bool,
@@ -81,7 +84,8 @@ class MemoryLedger:
             return False
         self.entries[(record_id, day)] = replace(
             old, blamed=old.blamed + int(blamed), suspects=old.suspects + int(suspect),
-            status=PARKED if park else FAILED, reason=reason if park else old.reason)
+            status=PARKED if park else FAILED, reason=reason if park else old.reason,
+            updated_at=round(now, 3))
         return True
 
     def final_states(self) -> dict[str, str]:

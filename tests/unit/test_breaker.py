@@ -19,7 +19,8 @@ def test_rearm_half_opens_only_an_open_breaker():
     opened = ControlState(breaker=OPENED, batch_size=1)
     half = breaker.after_rearm(opened, 5.0, probe_lease_s=120)
     assert half.breaker == HALF_OPEN and half.batch_size == 1 and half.mapping_enabled
-    assert breaker.after_rearm(ControlState(batch_size=7), 5.0, probe_lease_s=120) == ControlState(batch_size=7)
+    closed = ControlState(batch_size=7)
+    assert breaker.after_rearm(closed, 5.0, probe_lease_s=120) == closed
 
 
 def test_healthy_probe_closes_and_resumes_the_ramp():

@@ -195,3 +195,18 @@ def test_the_day_file_is_read_line_by_line():
     stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(body), len(body))})
     with stub:
         assert list(ids_from_bucket(DAY, settings(), client=client)) == ["a1", "b2"]
+
+
+def test_migrate_status_shows_an_untracked_deploy_note(tmp_path):
+    import json
+
+    from sluice_tools.migration import Entry, Registry
+
+    (tmp_path / "acme" / ".chalice" / "deploy").mkdir(parents=True)
+    registry = Registry(tmp_path)
+    registry.put(Entry("acme"))
+    assert registry.shown_state(registry.get("acme")) == "not_migrated"
+    (tmp_path / "acme" / ".chalice" / "deploy" / "deployed-prod.json").write_text(json.dumps({}))
+    assert registry.deployed_stages("acme") == ["prod"]
+    assert registry.shown_state(registry.get("acme")) == "deployed"
+    assert json.loads(registry.path("acme").read_text())["state"] == "not_migrated"

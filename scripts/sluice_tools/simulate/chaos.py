@@ -33,6 +33,14 @@ HOSTILE_PAYLOADS = (
 )
 
 
+RATE_CEILINGS = {"worker_killed": 0.03, "connection_dropped": 0.03, "invoke_throttled": 0.03,
+                 "ventilator_killed": 0.01, "update_refused": 0.5}
+ALL_KINDS = frozenset(RATE_CEILINGS) | {"hostile", "poison"}
+# What holds today (see README, "Fault campaign"): poison records under a flapping provider
+# and ventilators killed mid-wave across deliveries still break invariants.
+HOLDING_KINDS = ALL_KINDS - {"poison", "ventilator_killed"}
+
+
 class VentilatorKilled(Exception):
     """The ventilator's Lambda died (timeout, out of memory): it returns nothing."""
 
@@ -57,22 +65,23 @@ class Chaos:
         return cls()
 
     @classmethod
-    def campaign(cls, seed: int, records: int) -> Chaos:
-        """A random schedule of every kind of fault, drawn from the seed."""
+    def campaign(cls, seed: int, records: int, kinds: frozenset[str] = ALL_KINDS) -> Chaos:
+        """A random schedule of the given kinds of fault, drawn from the seed."""
         rng = random.Random(seed)
 
-        def rate(high: float) -> float:
-            return 0.0 if rng.random() < 0.25 else rng.uniform(0.0, high)
+        def rate(high: float, kind: str) -> float:
+            drawn = 0.0 if rng.random() < 0.25 else rng.uniform(0.0, high)
+            return drawn if kind in kinds else 0.0
 
         poison = frozenset(f"r{rng.randrange(records):07d}" for _ in range(rng.choice((0, 1, 2))))
+        if "poison" not in kinds:
+            poison = frozenset()
         return cls(
-            rates={"worker_killed": rate(0.03), "connection_dropped": rate(0.03),
-                   "invoke_throttled": rate(0.03), "ventilator_killed": rate(0.01),
-                   "update_refused": rate(0.5)},
+            rates={kind: rate(high, kind) for kind, high in RATE_CEILINGS.items()},
             settings={"shards": rng.choice((1, 2))},
             reports_item_failures=rng.random() < 0.7,
             max_update_delay_s=rng.choice((0.0, 2.0, 30.0, 120.0)),
-            hostile=rng.choice((0, 2, 6)),
+            hostile=rng.choice((0, 2, 6)) if "hostile" in kinds else 0,
             poison=poison,
             seed=seed,
         )

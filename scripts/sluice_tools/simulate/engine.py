@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice import breaker, verdicts
-from sluice.breaker import OPENED
 from sluice import rearm as rearm_module
+from sluice.breaker import OPENED
 from sluice.invoker import WorkerResult
 from sluice.settings import ProviderSettings, load_settings
 from sluice.ventilator import BatchReport, StreamRecord, Ventilator

@@ -1,0 +1,64 @@
+"""The rearm converges the mapping to the control state, whatever made them differ."""
+
+from dataclasses import replace
+
+from sluice import breaker
+from sluice.breaker import CLOSED, HALF_OPEN, OPENED, ControlState
+from sluice.mapping import DEFERRED
+from sluice.rearm import rearm
+from sluice_tools.memory import MemoryControl, MemoryMapping
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rearm_now(control, mapping, clock):
+    return rearm(stream_name="s", provider="p", control=control, mapping=mapping,
+                 max_size=10, probe_lease_s=120, clock=clock, emit=lambda doc: None)
+
+
+def test_a_disable_that_settles_after_the_probe_closed_the_breaker_is_repaired():
+    """The stranding of issue 10: open -> disable settling -> half-open enable refused ->
+    the probe closes the breaker -> the disable settles. The next rearm must enable."""
+    clock, control = Clock(), MemoryControl()
+    mapping = MemoryMapping(1, clock, update_delay_s=30.0)
+    control.state = ControlState(breaker=OPENED, batch_size=1)
+    assert mapping.apply(mapping.find(), enabled=False, batch_size=1) == "updated"
+    clock.now += 5  # still Disabling when the rearm runs
+    result = rearm_now(control, mapping, clock)
+    assert control.state.breaker == HALF_OPEN and result["mapping_update"] == DEFERRED
+    # The probe batch (delivered before the disable settled) was healthy: closed.
+    control.state = replace(control.state, breaker=CLOSED, batch_size=2)
+    clock.now += 60
+    assert not mapping.effective().enabled  # the stale disable has landed: stranded?
+    result = rearm_now(control, mapping, clock)
+    assert result["action"] == "repaired_enable"
+    clock.now += 60
+    assert mapping.effective() == type(mapping.effective())(2, True)
+
+
+def test_refused_and_throttled_updates_are_retried_until_they_land():
+    clock, control = Clock(), MemoryControl()
+    mapping = MemoryMapping(10, clock, update_delay_s=1.0)
+    mapping.config = type(mapping.config)(10, False)  # disabled by hand, or a lost enable
+    refusals = iter([True, True])
+    mapping.refusals.append(lambda change: next(refusals, False))
+    for _ in range(3):
+        rearm_now(control, mapping, clock)
+        clock.now += 600
+    assert mapping.effective().enabled and mapping.updates == 1
+
+
+def test_rearm_twice_is_harmless_and_a_pause_always_wins():
+    clock, control = Clock(), MemoryControl()
+    mapping = MemoryMapping(10, clock, update_delay_s=0.0)
+    control.state = breaker.paused(ControlState(batch_size=5), "ops", clock())
+    for _ in range(2):
+        rearm_now(control, mapping, clock)
+        clock.now += 1
+    assert not mapping.effective().enabled and mapping.updates == 1
