@@ -14,8 +14,9 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
   samples show the provider serving and fewer than ``max_attempts`` lone failures have
   followed each other since it last served (a streak of them is an outage), is *suspect*:
   it says little about the provider (it neither shrinks the batch nor opens the circuit) and
-  nothing certain about the record. It is noted on the record; at ``max_attempts`` suspect failures the record is *held*: it is called
-  again only after another record of the same delivery was served, and then parked if it fails.
+  nothing certain about the record. It is noted on the record; at ``max_attempts`` failures
+  the record is *held*: it is called again only after another record of the same delivery
+  was served (or was served in an earlier attempt of it), and then parked if it fails.
 - Any other failure is the provider's: it feeds the policy and the record just waits on the
   stream, however long the outage lasts.
 - A permanent error (the provider says the record cannot exist) parks at once.

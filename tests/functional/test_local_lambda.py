@@ -3,10 +3,15 @@ against moto's Kinesis: what AWS does, the local stack must do."""
 
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from sluice_tools.local.lambda_api import LambdaApiServer
 from sluice_tools.local.lambda_service import LambdaService, LocalFunction
 from sluice_tools.local.poller import ShardPoller
 
@@ -136,3 +141,123 @@ def test_invoke_passes_a_real_context():
     result = service.invoke("arn:aws:lambda:us-east-1:123456789012:function:f", {"a": 1})
     assert json.loads(result.payload) == {"echo": {"a": 1}}
     assert seen["name"] == "f" and 0 < seen["left"] <= 30_000
+
+
+# -- the API's answers while an update settles, as AWS gives them ----------------------------
+
+
+class StepClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def settling(shard, aws):
+    """A mapping behind the local Lambda API whose updates take 60 s (of a test clock) to
+    settle, a boto3 client on that API and a poller on the shard."""
+    kinesis, arn, shard_id = shard
+    clock = StepClock()
+    service = LambdaService(update_delay_s=60, clock=clock)
+    recorder = Recorder()
+    service.add_function(LocalFunction("fn", recorder))
+    api = LambdaApiServer(service).start()
+    client = boto3.client("lambda", endpoint_url=api.url)
+    uuid = client.create_event_source_mapping(FunctionName="fn", EventSourceArn=arn,
+                                              BatchSize=5, StartingPosition="TRIM_HORIZON")["UUID"]
+    poller = ShardPoller(service, uuid, kinesis, "s", shard_id, retry_backoff_s=0)
+    yield client, uuid, clock, recorder, poller
+    api.stop()
+
+
+def test_an_update_answers_the_requested_values_while_the_old_ones_stay_in_effect(settling):
+    client, uuid, clock, recorder, poller = settling
+    answer = client.update_event_source_mapping(UUID=uuid, BatchSize=2)
+    assert (answer["BatchSize"], answer["State"]) == (2, "Updating")
+    got = client.get_event_source_mapping(UUID=uuid)
+    assert (got["BatchSize"], got["State"]) == (2, "Updating")
+    listed = client.list_event_source_mappings(FunctionName="fn")["EventSourceMappings"]
+    assert [(m["BatchSize"], m["State"]) for m in listed] == [(2, "Updating")]
+    poller.poll_once()
+    assert len(recorder.batches[-1]) == 5  # the poller still delivers by the old size
+    clock.now += 60
+    assert client.get_event_source_mapping(UUID=uuid)["State"] == "Enabled"
+    poller.poll_once()
+    assert len(recorder.batches[-1]) == 2
+
+
+def test_disabling_shows_disabling_and_delivers_until_it_settles(settling):
+    client, uuid, clock, recorder, poller = settling
+    answer = client.update_event_source_mapping(UUID=uuid, Enabled=False, BatchSize=3)
+    assert (answer["State"], answer["BatchSize"]) == ("Disabling", 3)
+    assert poller.poll_once() is True  # still Enabled in effect, at the old size
+    assert len(recorder.batches[-1]) == 5
+    clock.now += 60
+    assert client.get_event_source_mapping(UUID=uuid)["State"] == "Disabled"
+    assert poller.poll_once() is False
+    answer = client.update_event_source_mapping(UUID=uuid, Enabled=True)
+    assert (answer["State"], answer["BatchSize"]) == ("Enabling", 3)
+    assert poller.poll_once() is False  # still Disabled in effect until Enabling settles
+    with pytest.raises(ClientError, match="ResourceConflictException"):
+        client.update_event_source_mapping(UUID=uuid, BatchSize=4)
+
+
+# -- reserved concurrency: Invoke throttles as AWS does ---------------------------------------
+
+
+def test_invoke_is_throttled_at_the_reserved_concurrency(aws, wait_until):
+    release = threading.Event()
+
+    def hold(event, context):
+        release.wait(30)
+        return {"ok": event["n"]}
+
+    aws.lambdas.add_function(LocalFunction("held", hold, timeout_s=60))
+    client = boto3.client("lambda", config=Config(retries={"total_max_attempts": 1},
+                                                  read_timeout=70))
+    assert client.get_function_concurrency(FunctionName="held").get(
+        "ReservedConcurrentExecutions") is None
+    assert client.put_function_concurrency(
+        FunctionName="held", ReservedConcurrentExecutions=2)["ReservedConcurrentExecutions"] == 2
+    assert client.get_function_concurrency(
+        FunctionName="held")["ReservedConcurrentExecutions"] == 2
+
+    def invoke(n):
+        response = client.invoke(FunctionName="held", Payload=json.dumps({"n": n}))
+        return json.loads(response["Payload"].read())
+
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(invoke, n) for n in range(2)]
+        assert wait_until(lambda: aws.lambdas.in_flight.get("held") == 2, timeout_s=30)
+        with pytest.raises(ClientError) as throttled:
+            invoke(3)
+        release.set()
+        answers = [f.result(timeout=30) for f in running]  # re-raises what a thread died of
+    error = throttled.value.response
+    assert error["Error"]["Code"] == "TooManyRequestsException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert sorted(a["ok"] for a in answers) == [0, 1]
+    assert aws.lambdas.throttles["held"] == 1 and aws.lambdas.invocations["held"] == 2
+    assert invoke(4) == {"ok": 4}  # the slots are free again
+
+    client.put_function_concurrency(FunctionName="held", ReservedConcurrentExecutions=0)
+    with pytest.raises(ClientError, match="TooManyRequestsException"):
+        invoke(5)  # 0 reserved: the function is switched off
+    client.delete_function_concurrency(FunctionName="held")
+    assert "ReservedConcurrentExecutions" not in client.get_function_concurrency(
+        FunctionName="held")
+    assert invoke(6) == {"ok": 6}
+
+
+def test_reserved_concurrency_leaves_the_account_minimum_unreserved(aws):
+    aws.lambdas.add_function(LocalFunction("f", lambda e, c: None))
+    client = boto3.client("lambda")
+    with pytest.raises(ClientError, match="InvalidParameterValueException"):
+        client.put_function_concurrency(FunctionName="f", ReservedConcurrentExecutions=901)
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        client.put_function_concurrency(FunctionName="nope", ReservedConcurrentExecutions=1)

@@ -19,7 +19,9 @@ RECORDS = 300
 
 @pytest.mark.parametrize("scenario", ["flapping", "long-outage"])
 @pytest.mark.parametrize("policy", ["seed", "default"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI runs the same schedules every time; `sluice`'s README has the big run.
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1))
 def test_every_invariant_holds_under_a_random_fault_schedule(scenario, policy, seed):
     chaos = Chaos.campaign(seed, RECORDS, HOLDING_KINDS)

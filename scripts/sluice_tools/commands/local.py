@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,7 @@ def register(commands: Any) -> None:
     up = sub.add_parser("up", help="start the stack with a provider deployed and keep it running",
                         description="Start moto and the local Lambda service, deploy a provider "
                         "with its pollers and schedules, print the environment to export, and "
-                        "run until Ctrl-C.")
+                        "run until Ctrl-C or SIGTERM (both stop everything it started).")
     up.add_argument("--provider", default="demo")
     up.add_argument("--scenario", default="steady", help="how the fake provider behaves")
     up.add_argument("--time-scale", type=float, default=1.0)
@@ -92,10 +95,28 @@ def run_demo(args: argparse.Namespace) -> int:
     options = DemoOptions(scenario=scenario, provider=args.provider, time_scale=args.time_scale,
                           report_dir=args.report, faults=args.faults, seed=args.seed,
                           max_wall_s=args.max_wall)
-    with LiveProgress(scenario, plain=args.plain or not sys.stdout.isatty()) as live:
+    with sigterm_as_interrupt(), \
+            LiveProgress(scenario, plain=args.plain or not sys.stdout.isatty()) as live:
         summary = DemoRun(options, on_progress=live.update).run()
     print_summary(summary, args.report)
     return 0 if all(summary["invariants"].values()) else 1
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job ending, a supervisor, `kill`) stops the stack as Ctrl-C does: it
+    raises KeyboardInterrupt in the main thread, so every ``finally`` that stops what was
+    started (the moto server process included) runs. A second SIGTERM during that cleanup is
+    ignored rather than cutting it short."""
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -104,19 +125,20 @@ def run_up(args: argparse.Namespace) -> int:
     session = StackSession(provider=args.provider, scenario=load_scenario(args.scenario),
                            time_scale=args.time_scale, moto_port=args.moto_port,
                            lambda_port=args.lambda_port)
-    session.start()
-    print("# the local stack is up; in another shell:")
-    for key, value in session.exports().items():
-        print(f"export {key}={value}")
-    print(json.dumps(session.describe(), indent=2))
-    print("# Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        session.stop()
+    with sigterm_as_interrupt():
+        try:
+            session.start()
+            print("# the local stack is up; in another shell:")
+            for key, value in session.exports().items():
+                print(f"export {key}={value}")
+            print(json.dumps(session.describe(), indent=2))
+            print("# Ctrl-C (or SIGTERM) to stop", flush=True)
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            session.stop()  # also after a start cut short: stops what did start
     return 0
 
 
@@ -126,8 +148,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from sluice_tools.local.bench import run_bench as bench
 
-    result = bench(records=args.records, provider=args.provider,
-                   max_concurrency=args.max_concurrency)
+    with sigterm_as_interrupt():
+        result = bench(records=args.records, provider=args.provider,
+                       max_concurrency=args.max_concurrency)
     console = Console()
     console.print(f"{result['fetched']}/{result['records']} records in {result['seconds']} s: "
                   f"[bold]{result['records_per_s']} records/s[/], "

@@ -1,8 +1,13 @@
 """Lambda's REST API (2015-03-31) over the local LambdaService, on 127.0.0.1.
 
-Only the operations sluice and its tools use: Invoke, and Create/Get/List/Update/Delete
-EventSourceMapping. Errors carry AWS's error type in ``x-amzn-ErrorType`` so botocore raises
-the same ClientError codes as in AWS.
+Only the operations sluice and its tools use: Invoke, Create/Get/List/Update/Delete
+EventSourceMapping and Put/Get/DeleteFunctionConcurrency. Errors carry AWS's error type in
+``x-amzn-ErrorType`` (and members such as ``Reason`` in the body) so botocore raises the same
+ClientError codes as in AWS.
+
+One local extension, under ``/_local/`` (no AWS operation has that path):
+``GET /_local/event-source-mappings/<uuid>/shards`` answers each shard's checkpoint, which AWS
+does not expose; ``sluice status`` uses it for the exact backlog on the local stack.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ PREFIX = "/2015-03-31"
 INVOKE = re.compile(rf"^{PREFIX}/functions/(?P<name>[^/]+)/invocations$")
 MAPPINGS = re.compile(rf"^{PREFIX}/event-source-mappings/?$")
 MAPPING = re.compile(rf"^{PREFIX}/event-source-mappings/(?P<uuid>[^/]+)$")
+# Put/Delete are /2017-10-31/..., Get is /2019-09-30/... (botocore's service model).
+CONCURRENCY = re.compile(r"^/20(17-10-31|19-09-30)/functions/(?P<name>[^/]+)/concurrency$")
+LOCAL_SHARDS = re.compile(r"^/_local/event-source-mappings/(?P<uuid>[^/]+)/shards$")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -47,7 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(doc).encode())
 
     def _error(self, exc: LambdaError) -> None:
-        body = json.dumps({"Type": "User", "message": str(exc), "__type": exc.code}).encode()
+        doc = {"Type": "User", "message": str(exc), "__type": exc.code, **exc.fields}
+        body = json.dumps(doc).encode()
         self._send(exc.status, body, {"x-amzn-ErrorType": exc.code})
 
     def _route(self, method: str) -> None:
@@ -87,6 +96,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(202, self.service.update_mapping(m["uuid"], self._body()))
             elif method == "DELETE" and (m := MAPPING.match(path)):
                 self._json(202, self.service.delete_mapping(m["uuid"]))
+            elif method == "PUT" and (m := CONCURRENCY.match(path)):
+                body = self._body()
+                reserved = body.get("ReservedConcurrentExecutions")
+                if not isinstance(reserved, int):
+                    raise LambdaError("InvalidParameterValueException",
+                                      "ReservedConcurrentExecutions must be an integer", 400)
+                self._json(200, self.service.put_concurrency(m["name"], reserved))
+            elif method == "GET" and (m := CONCURRENCY.match(path)):
+                self._json(200, self.service.get_concurrency(m["name"]))
+            elif method == "DELETE" and (m := CONCURRENCY.match(path)):
+                self.service.delete_concurrency(m["name"])
+                self._send(204, b"")
+            elif method == "GET" and (m := LOCAL_SHARDS.match(path)):
+                self._json(200, {"Shards": self.service.shard_positions(m["uuid"])})
             else:
                 raise LambdaError("UnsupportedOperation", f"{method} {path} is not served "
                                   "by the local Lambda service", 400)
@@ -122,5 +145,8 @@ class LambdaApiServer:
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        # shutdown() waits for serve_forever: only when it runs (a start interrupted by
+        # SIGTERM or Ctrl-C still closes the socket, and returns).
+        if self._thread.is_alive():
+            self.httpd.shutdown()
         self.httpd.server_close()

@@ -8,14 +8,26 @@ with the same boto3 calls as in AWS (``AWS_ENDPOINT_URL_LAMBDA``).
 Mapping semantics kept from AWS:
 - ``update`` puts the mapping in Updating / Enabling / Disabling for ``update_delay_s``; the new
   configuration takes effect only when that period ends, and another update meanwhile gets
-  ResourceConflictException.
+  ResourceConflictException. As in AWS, the API (the update's answer, Get, List) shows the
+  *requested* configuration with the transitional State at once; what the poller delivers by
+  (``mapping()``: BatchSize, Enabled) stays the old one until the update settles.
 - ``Invoke`` runs the handler in its own thread with a real context, and a handler still
   running at the function's timeout is reported as ``Sandbox.Timedout`` (the thread cannot be
-  killed: it is abandoned, as a frozen Lambda sandbox would be).
+  killed: it is abandoned, as a frozen Lambda sandbox would be; its concurrency is freed).
+- Reserved concurrency (Put/Get/DeleteFunctionConcurrency): with that many invocations of a
+  function in flight, ``Invoke`` answers 429 TooManyRequestsException, Reason
+  ReservedFunctionConcurrentInvocationLimitExceeded (0 throttles every call).
+- With ``telemetry`` set, what Lambda itself writes to CloudWatch goes to moto's: a function
+  error as an ``[ERROR]`` line in ``/aws/lambda/<function>`` and an ``Errors`` datapoint,
+  a throttle as a ``Throttles`` datapoint (AWS/Lambda namespace, FunctionName dimension).
+- The shards' checkpoints (kept by the pollers) can be registered with ``track_shard`` and are
+  served by the local API (not an AWS operation): ``sluice status`` reads the exact backlog
+  from them on the local stack.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -26,15 +38,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 ACCOUNT = "123456789012"
+ACCOUNT_CONCURRENCY = 1000  # AWS's default account limit
+MIN_UNRESERVED = 100  # AWS keeps this much of the account's concurrency unreserved
 
 
 class LambdaError(Exception):
-    """An API error: ``code`` is AWS's error type, ``status`` its HTTP status."""
+    """An API error: ``code`` is AWS's error type, ``status`` its HTTP status, ``fields``
+    extra members of the error body (e.g. ``Reason`` of a TooManyRequestsException)."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: str, message: str, status: int,
+                 fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.fields = dict(fields or {})
 
 
 def not_found(what: str) -> LambdaError:
@@ -48,6 +65,7 @@ class LocalFunction:
     timeout_s: float = 60.0
     memory_mb: int = 128
     region: str = "us-east-1"
+    reserved_concurrency: int | None = None  # PutFunctionConcurrency; None = unreserved
 
     @property
     def arn(self) -> str:
@@ -103,7 +121,11 @@ class Mapping:
     last_modified: float = 0.0
     settling_until: float = 0.0
     transition: str = ""  # Updating | Enabling | Disabling while settling
-    pending: dict[str, Any] = field(default_factory=dict)
+    pending: dict[str, Any] = field(default_factory=dict)  # requested, not yet in effect
+
+    def requested(self, attr: str) -> Any:
+        """The configuration as the API shows it: what was asked for, settled or not."""
+        return self.pending.get(attr, getattr(self, attr))
 
 
 UPDATABLE = {
@@ -131,10 +153,20 @@ class LambdaService:
         self.mappings: dict[str, Mapping] = {}
         self._lock = threading.RLock()
         self.invocations: dict[str, int] = {}
+        self.in_flight: dict[str, int] = {}
+        self.throttles: dict[str, int] = {}
         self.update_calls = 0
         self.conflicts = 0
         # Fault injection: a callable consulted on each update; True = answer a conflict.
         self.conflict_injector: Callable[[Mapping], bool] | None = None
+        self._shards: dict[str, dict[str, Callable[[], str | None]]] = {}
+        self._logs: Any = None
+        self._cloudwatch: Any = None
+        self._log_streams: set[str] = set()
+
+    def telemetry(self, *, logs: Any = None, cloudwatch: Any = None) -> None:
+        """Write what Lambda writes (error lines, Errors/Throttles metrics) to these clients."""
+        self._logs, self._cloudwatch = logs, cloudwatch
 
     # -- functions -----------------------------------------------------------------------------
 
@@ -153,6 +185,36 @@ class LambdaService:
     def invoke(self, name_or_arn: str, event: Any) -> InvokeResult:
         """Run the handler with a real context; report errors and timeouts as Lambda does."""
         function = self.function(name_or_arn)
+        self._admit(function)
+        try:
+            result = self._run(function, event)
+        finally:
+            with self._lock:
+                self.in_flight[function.name] -= 1
+        if result.function_error:
+            self._record_error(function, result)
+        return result
+
+    def _admit(self, function: LocalFunction) -> None:
+        """Count the invocation in flight, or throttle it as AWS does at reserved concurrency."""
+        with self._lock:
+            running = self.in_flight.get(function.name, 0)
+            limit = function.reserved_concurrency
+            if limit is not None and running >= limit:
+                self.throttles[function.name] = self.throttles.get(function.name, 0) + 1
+                throttled = True
+            else:
+                self.in_flight[function.name] = running + 1
+                self.invocations[function.name] = self.invocations.get(function.name, 0) + 1
+                throttled = False
+        if throttled:
+            self._metric(function, "Throttles")
+            raise LambdaError(
+                "TooManyRequestsException", "Rate Exceeded.", 429,
+                {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
+            )
+
+    def _run(self, function: LocalFunction, event: Any) -> InvokeResult:
         context = LambdaContext(function, self.clock)
         box: dict[str, Any] = {}
 
@@ -162,8 +224,6 @@ class LambdaService:
             except BaseException as exc:  # a handler's crash is the caller's FunctionError
                 box["error"] = exc
 
-        with self._lock:
-            self.invocations[function.name] = self.invocations.get(function.name, 0) + 1
         started = self.clock()
         thread = threading.Thread(target=run, name=f"lambda-{function.name}", daemon=True)
         thread.start()
@@ -178,6 +238,83 @@ class LambdaService:
             body = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             return InvokeResult(json.dumps(body).encode(), "Unhandled", duration)
         return InvokeResult(json.dumps(box.get("result")).encode(), "", duration)
+
+    # -- reserved concurrency --------------------------------------------------------------------
+
+    def put_concurrency(self, name_or_arn: str, reserved: int) -> dict[str, Any]:
+        function = self.function(name_or_arn)
+        with self._lock:
+            others = sum(f.reserved_concurrency or 0 for f in self.functions.values()
+                         if f is not function)
+            if reserved < 0 or others + reserved > ACCOUNT_CONCURRENCY - MIN_UNRESERVED:
+                raise LambdaError(
+                    "InvalidParameterValueException",
+                    "Specified ReservedConcurrentExecutions for function decreases account's "
+                    f"UnreservedConcurrentExecution below its minimum value of [{MIN_UNRESERVED}].",
+                    400,
+                )
+            function.reserved_concurrency = reserved
+        return {"ReservedConcurrentExecutions": reserved}
+
+    def get_concurrency(self, name_or_arn: str) -> dict[str, Any]:
+        reserved = self.function(name_or_arn).reserved_concurrency
+        return {} if reserved is None else {"ReservedConcurrentExecutions": reserved}
+
+    def delete_concurrency(self, name_or_arn: str) -> None:
+        self.function(name_or_arn).reserved_concurrency = None
+
+    # -- what Lambda writes to CloudWatch ---------------------------------------------------------
+
+    def _record_error(self, function: LocalFunction, result: InvokeResult) -> None:
+        self._metric(function, "Errors")
+        if self._logs is None:
+            return
+        try:
+            body = json.loads(result.payload)
+        except ValueError:
+            body = {}
+        self.log(function.name, f"[ERROR] {body.get('errorType', 'Error')}: "
+                                f"{body.get('errorMessage', '')}")
+
+    def log(self, function_name: str, message: str) -> None:
+        """One line in the function's log group, as its stdout would be in AWS."""
+        if self._logs is None:
+            return
+        group, stream = f"/aws/lambda/{function_name}", "local"
+        with contextlib.suppress(Exception):  # telemetry is not worth failing a call for
+            if group not in self._log_streams:
+                with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
+                    self._logs.create_log_group(logGroupName=group)
+                with contextlib.suppress(self._logs.exceptions.ResourceAlreadyExistsException):
+                    self._logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                self._log_streams.add(group)
+            self._logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+                {"timestamp": int(self.wall() * 1000), "message": message}])
+
+    def _metric(self, function: LocalFunction, name: str) -> None:
+        if self._cloudwatch is None:
+            return
+        with contextlib.suppress(Exception):
+            self._cloudwatch.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
+                "MetricName": name, "Value": 1.0, "Unit": "Count",
+                "Dimensions": [{"Name": "FunctionName", "Value": function.name}]}])
+
+    # -- shard checkpoints (kept by the pollers; a local extension of the API) -----------------
+
+    def track_shard(self, uuid_: str, shard_id: str,
+                    checkpoint: Callable[[], str | None]) -> None:
+        """Register where a mapping's poller is on a shard: the last sequence number it
+        checkpointed (None: nothing yet, it starts at the mapping's StartingPosition)."""
+        with self._lock:
+            self._shards.setdefault(uuid_, {})[shard_id] = checkpoint
+
+    def shard_positions(self, uuid_: str) -> list[dict[str, Any]]:
+        with self._lock:
+            mapping = self.mapping(uuid_)
+            tracked = dict(self._shards.get(uuid_, {}))
+        return [{"ShardId": shard_id, "Checkpoint": checkpoint(),
+                 "StartingPosition": mapping.starting_position}
+                for shard_id, checkpoint in sorted(tracked.items())]
 
     # -- event source mappings -------------------------------------------------------------------
 
@@ -286,20 +423,22 @@ class LambdaService:
             mapping.transition = ""
 
     def _describe(self, mapping: Mapping) -> dict[str, Any]:
+        """What the API answers: the requested configuration, and the transitional State while
+        it settles (AWS answers an update with the new values and State Updating)."""
         state = mapping.transition or ("Enabled" if mapping.enabled else "Disabled")
         return {
             "UUID": mapping.uuid,
-            "BatchSize": mapping.batch_size,
+            "BatchSize": mapping.requested("batch_size"),
             "EventSourceArn": mapping.event_source_arn,
             "FunctionArn": mapping.function.arn,
             "LastModified": datetime.fromtimestamp(mapping.last_modified, UTC).isoformat(),
             "State": state,
             "StateTransitionReason": "USER_INITIATED",
             "StartingPosition": mapping.starting_position,
-            "MaximumRetryAttempts": mapping.maximum_retry_attempts,
-            "BisectBatchOnFunctionError": mapping.bisect_on_error,
-            "ParallelizationFactor": mapping.parallelization_factor,
-            "FunctionResponseTypes": list(mapping.function_response_types),
+            "MaximumRetryAttempts": mapping.requested("maximum_retry_attempts"),
+            "BisectBatchOnFunctionError": mapping.requested("bisect_on_error"),
+            "ParallelizationFactor": mapping.requested("parallelization_factor"),
+            "FunctionResponseTypes": list(mapping.requested("function_response_types")),
             "MaximumBatchingWindowInSeconds": 0,
         }
 

@@ -67,6 +67,9 @@ class StackSession:
         """Start everything; with ``deliver=False`` pollers and schedules wait for
         ``start_delivery`` (so a demo can fill the stream first)."""
         self.stack.start()
+        # What Lambda writes to CloudWatch in AWS (function errors, throttles) goes to moto's.
+        self.stack.lambdas.telemetry(logs=boto3.client("logs"),
+                                     cloudwatch=boto3.client("cloudwatch"))
         behaviour = ScenarioBehaviour(self.scenario, self.scenario_time, seed=self.seed)
         self.api = FakeProvider(behaviour).start()
         self.deployed = self._deploy()
@@ -78,6 +81,9 @@ class StackSession:
             for uuid in self.deployed.mapping_uuids
             for shard in shards
         ]
+        for poller in self.pollers:  # `sluice status` reads the exact backlog from these
+            self.stack.lambdas.track_shard(poller.mapping_uuid, poller.shard_id,
+                                           lambda p=poller: p.checkpoint)
         self.scheduler = Scheduler(self.stack.lambdas, time_scale=self.time_scale)
         for handler, period in self.deployed.provider.schedules():
             self.scheduler.add(self.deployed.functions[handler], period)
@@ -108,12 +114,13 @@ class StackSession:
         if self.faults is not None:
             faults, timeout = self.faults, float(overrides["worker_timeout_s"])
             wrapper = lambda fn: faults.wrap_worker(fn, timeout)  # noqa: E731
+        provider = load_provider(self.provider_name)
         deployed = deploy_provider(
-            load_provider(self.provider_name),
+            provider,
             self.stack.lambdas,
             api_base_url=self.api.url,
             overrides=overrides,
-            emit=self.emit,
+            emit=self._emit_for(provider.function_name("ventilator", LOCAL_STAGE)),
             window_clock=self.window_clock,
             function_response_types=(["ReportBatchItemFailures"]
                                      if self.report_batch_item_failures else None),
@@ -131,6 +138,20 @@ class StackSession:
             ventilator = deployed.runtime.ventilator(deployed.settings.ventilator_function)
             ventilator.invoke = self.faults.wrap_invoke(ventilator.invoke)
         return deployed
+
+    def _emit_for(self, ventilator: str) -> Emit:
+        """The runtime's log lines go where they went (stdout, the demo's collector); a batch
+        line that reports errors also goes to the ventilator's log group, as in AWS, where
+        `sluice status` looks for recent errors. (AWS keeps every line; here only those, to
+        spare the local stack a call per batch.)"""
+        emit, lambdas = self.emit, self.stack.lambdas
+
+        def emit_and_log(doc: Any) -> None:
+            emit(doc)
+            if doc.get("event") == "batch" and doc.get("errors"):
+                lambdas.log(ventilator, json.dumps(doc, separators=(",", ":"), default=str))
+
+        return emit_and_log
 
     def idle_for(self, seconds: float) -> bool:
         return all(time.time() - p.stats.last_batch_at > seconds for p in self.pollers)
