@@ -172,7 +172,7 @@ class DemoRun:
         deadline = time.time() + budget
         deployed = session.deployed
         assert deployed is not None
-        ledger, control = deployed.runtime.ledger(), deployed.runtime.control()
+        control = deployed.runtime.control()
         lam = boto3.client("lambda")
         day = self.trace.day(deployed.settings)
         last_check = 0.0
