@@ -85,13 +85,14 @@ class Policy(ABC):
         return max(1, min(self.max_size, size))
 
     def serving(self, recent: Sequence[Sample]) -> bool:
-        """Whether the recent samples show a provider that is serving well: enough of them
-        (``SERVING_MIN_SAMPLES``) and an error rate at most half the threshold. Used to tell a
-        lone bad record from a provider going down (``sluice.verdicts``)."""
+        """Whether the recent samples show a provider that is serving: enough of them
+        (``SERVING_MIN_SAMPLES``) and an error rate within the threshold (a provider with a
+        base error rate serves too). Used to tell a lone bad record from a provider going
+        down (``sluice.verdicts``)."""
         if len(recent) < SERVING_MIN_SAMPLES:
             return False
         errors = sum(1 for s in recent if not s.ok)
-        return errors / len(recent) <= self.error_rate_threshold / 2
+        return errors / len(recent) <= self.error_rate_threshold
 
     @abstractmethod
     def decide(

@@ -41,6 +41,7 @@ def rearm(
     max_concurrency: int = 0,
     parallelization_factor: int = 1,
     min_shards: int = 1,
+    stage: str = "",
 ) -> dict[str, Any]:
     problems: list[str] = []
     open_shards = 0
@@ -79,12 +80,15 @@ def rearm(
         "problems": problems,
     }
     metrics = {
-        "BreakerOpen": int(state.breaker == breaker.OPENED),
+        # Open or probing: not recovered. (Half-open lasts one probe; a circuit that keeps
+        # failing its probes alternates open / half-open and must still count as open.)
+        "BreakerOpen": int(state.breaker != breaker.CLOSED),
         "Paused": int(state.paused),
         "WindowClosed": int(state.window_closed),
         "MappingEnabled": int(view.enabled),
     }
-    emit(emf_document(provider, int(clock() * 1000), metrics, {"event": "rearm", **result}))
+    emit(emf_document(provider, int(clock() * 1000), metrics, {"event": "rearm", **result},
+                      stage=stage))
     return result
 
 

@@ -159,7 +159,8 @@ class Runtime:
                      max_size=s.max_batch_size, probe_lease_s=s.lease_s,
                      shards=StreamShards(s.stream_name),
                      max_concurrency=s.max_concurrency,
-                     parallelization_factor=s.parallelization_factor, min_shards=s.shards)
+                     parallelization_factor=s.parallelization_factor, min_shards=s.shards,
+                     stage=s.stage)
 
 
 class LazyRuntime:

@@ -91,7 +91,7 @@ class BatchReport:
     backoff_s: float = 0.0  # nothing could be called: wait this long before handing back
     calls: int = 0
     held: bool = False  # a held record waited for company in this delivery
-    witnesses: int = 0  # records of this delivery the provider served lately
+    fetched_at: list[float] = field(default_factory=list)  # when its fetched records were
 
     @property
     def retry(self) -> list[str]:
@@ -117,6 +117,10 @@ class _Pending:
     record: StreamRecord
     request: FetchRequest
     held: bool = False
+    failed_at: float = 0.0  # the record's last failure (its ledger entry's updated_at)
+    attempts: int = 0  # attempts so far today: a fresh record makes the better probe
+    served_since_failure: bool = False
+    witnessed: bool = False
 
 
 class Ventilator:
@@ -208,7 +212,7 @@ class Ventilator:
                 return self._finish(report, view, day, started)
             limit = 1
             # The probe: one call, on a record that may be called alone; the rest wait.
-            pending = sorted(pending, key=lambda p: p.held)
+            pending = sorted(pending, key=lambda p: (p.held, p.attempts))
             pending, later = pending[:1], pending[1:]
             report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
                                         p.request.record_id, "after_probe") for p in later]
@@ -222,11 +226,11 @@ class Ventilator:
         results = self._dispatch(pending, day, max(1, limit), remaining_ms, report)
         judgement = verdicts.judge(
             results,
-            served_lately=report.witnesses,
             breaker_closed=state.breaker == breaker.CLOSED,
             provider_serving=(self.policy.serving(state.recent)
                               and state.lone_failures < self.settings.max_attempts),
             max_attempts=self.settings.max_attempts,
+            error_rate_threshold=self.settings.error_rate_threshold,
         )
         self._settle(judgement, results, day, report)
         self._learn(judgement, loaded, state, report)
@@ -285,11 +289,8 @@ class Ventilator:
         pending: list[_Pending] = []
         for record_id, (record, request) in first.items():
             entry = entries.get(record_id)
-            if entry is not None and entry.status == FETCHED \
-                    and entry.updated_at >= now - breaker.HOLD_DELIVERY_S:
-                # Served lately beside the records of this delivery (an earlier attempt of
-                # it): a witness that the provider serves, for a held record.
-                report.witnesses += 1
+            if entry is not None and entry.status == FETCHED:
+                report.fetched_at.append(entry.updated_at)
             if entry is not None and entry.is_final():
                 report.outcomes.append(Outcome(record.sequence_number, O_SKIPPED, record_id,
                                                error=f"already_{entry.status}"))
@@ -299,7 +300,9 @@ class Ventilator:
             else:
                 held = entry is not None and verdicts.is_held(
                     entry.blamed, entry.suspects, self.settings.max_attempts)
-                pending.append(_Pending(record, request, held))
+                pending.append(_Pending(record, request, held,
+                                        entry.updated_at if entry is not None else 0.0,
+                                        entry.attempts if entry is not None else 0))
         return pending
 
     def _dispatch(self, pending: list[_Pending], day: str, limit: int,
@@ -307,16 +310,25 @@ class Ventilator:
                   report: BatchReport) -> list[verdicts.CallResult]:
         """Claim and call, ``limit`` at a time. A held record is called only after another
         record of this delivery was served (it needs a witness: see ``verdicts``)."""
+        for p in pending:  # a record fetched after this one failed: the provider serves
+            p.served_since_failure = p.attempts > 0 and any(
+                t > p.failed_at for t in report.fetched_at)
         normal = [p for p in pending if not p.held]
         held = [p for p in pending if p.held]
         results = self._run(normal, day, limit, remaining_ms, report)
-        served = any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results)
-        if held and (served or report.witnesses):
-            results += self._run(held, day, limit, remaining_ms, report)
-        else:
-            report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
-                                        p.request.record_id, "held") for p in held]
-            report.held = report.held or bool(held)
+        served_now = any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results)
+        # Served in this delivery (after any earlier failure by construction), or in an
+        # earlier attempt of it after the held record last failed.
+        witnessed = [p for p in held
+                     if served_now or any(t > p.failed_at for t in report.fetched_at)]
+        for p in witnessed:
+            p.witnessed = True
+        if witnessed:
+            results += self._run(witnessed, day, limit, remaining_ms, report)
+        waiting = [p for p in held if not p.witnessed]
+        report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
+                                    p.request.record_id, "held") for p in waiting]
+        report.held = report.held or bool(waiting)
         return results
 
     def _run(self, pending: list[_Pending], day: str, limit: int,
@@ -365,7 +377,8 @@ class Ventilator:
             self.ledger.fail(rid, day, token, self.clock(), error=result.error,
                              park=kind == verdicts.PERMANENT)
         # AMBIGUOUS: no write. The worker may still be running: the lease keeps it ours.
-        return _call_result(seq, rid, kind, result, entry)
+        return _call_result(seq, rid, kind, result, entry, witnessed=p.witnessed,
+                            served_since_failure=p.served_since_failure)
 
     def _settle(self, judgement: verdicts.Judgement, results: list[verdicts.CallResult],
                 day: str, report: BatchReport) -> None:
@@ -486,14 +499,17 @@ class Ventilator:
             "errors": [_safe_error(e) for e in errors],
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
-        self.emit(emf_document(self.settings.provider, int(self.clock() * 1000), metrics, fields))
+        self.emit(emf_document(self.settings.provider, int(self.clock() * 1000), metrics, fields,
+                               stage=self.settings.stage))
 
 
-def _call_result(seq: str, rid: str, kind: str, result: WorkerResult,
-                 entry: Entry) -> verdicts.CallResult:
+def _call_result(seq: str, rid: str, kind: str, result: WorkerResult, entry: Entry, *,
+                 witnessed: bool, served_since_failure: bool) -> verdicts.CallResult:
     return verdicts.CallResult(seq, rid, kind, result.latency_ms, result.error,
                                attempts=entry.attempts, blamed=entry.blamed,
-                               suspects=entry.suspects)
+                               suspects=entry.suspects,
+                               witnessed=witnessed,
+                               served_since_failure=served_since_failure)
 
 
 def _seq_key(sequence_number: str) -> tuple[int, int | str]:

@@ -10,13 +10,15 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
   serving, this record was not. (Under overload some calls fail and others pass: that is the
   provider's trouble, not the unlucky records', so no blame then.) At ``max_attempts`` such
   attempts (counting its earlier lone failures, see below) it is parked.
-- A failure that is the delivery's only call, while the breaker is closed, the recent
-  samples show the provider serving and fewer than ``max_attempts`` lone failures have
-  followed each other since it last served (a streak of them is an outage), is *suspect*:
+- A failure that is the delivery's only call, while the breaker is closed and either the
+  recent samples show the provider serving (with fewer than ``max_attempts`` lone failures
+  in a row since it last served: a streak of them is an outage) or another record of the
+  delivery was served after this one last failed, is *suspect*:
   it says little about the provider (it neither shrinks the batch nor opens the circuit) and
   nothing certain about the record. It is noted on the record; at ``max_attempts`` failures
-  the record is *held*: it is called again only after another record of the same delivery
-  was served (or was served in an earlier attempt of it), and then parked if it fails.
+  the record is *held*: it is called again only after the provider served another record of
+  the same delivery since its last failure (now, or in an earlier attempt of the delivery),
+  and then parked if it fails.
 - Any other failure is the provider's: it feeds the policy and the record just waits on the
   stream, however long the outage lasts.
 - A permanent error (the provider says the record cannot exist) parks at once.
@@ -49,6 +51,10 @@ class CallResult:
     attempts: int = 0  # this attempt's number
     blamed: int = 0  # failures already held against the record
     suspects: int = 0  # lone failures already noted on the record
+    witnessed: bool = False  # a held record called after another record was served
+    # Another record of the delivery was served after this one last failed (too few recent
+    # samples to judge the provider, but it does serve): a lone failure is then suspect.
+    served_since_failure: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,14 +99,14 @@ def judge(
     breaker_closed: bool,
     provider_serving: bool,
     max_attempts: int,
-    served_lately: int = 0,
+    error_rate_threshold: float = 0.2,
 ) -> Judgement:
-    """``served_lately``: records of this delivery the provider served in an earlier attempt
-    of it (skipped now as fetched): evidence too, when a retried delivery brings a failing
-    record back with nothing left to call beside it."""
     answered = [c for c in calls if c.kind in (OK, FAILED, PERMANENT)]
-    served_now = sum(1 for c in answered if c.kind in (OK, PERMANENT))
-    served = served_now + served_lately
+    served = sum(1 for c in answered if c.kind in (OK, PERMANENT))
+    failed = len(answered) - served
+    # Overload fails some calls and serves others: blame only a delivery that was healthy
+    # apart from its failures (one failure, or a rate within the threshold).
+    clean = failed <= max(1, error_rate_threshold * len(answered))
     lone = len(answered) == 1
     verdicts: list[Verdict] = []
     samples: list[Sample] = []
@@ -116,14 +122,21 @@ def judge(
             samples.append(Sample(c.latency_ms, True))
         elif c.kind in (AMBIGUOUS, REJECTED):
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
-        elif served > 0 and provider_serving:
+        elif c.witnessed:
+            # A held record, called because the provider served another record of this
+            # delivery after its last failure: failing again, it is the record.
+            verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error, blame=True,
+                                    reason=f"{c.error} after {c.attempts} attempts while "
+                                    "others were served"))
+            samples.append(Sample(c.latency_ms, False))
+        elif served > 0 and provider_serving and clean:
             blamed = c.blamed + 1
             park = blamed + c.suspects >= max_attempts
             reason = f"{c.error} after {c.attempts} attempts while others were served"
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK if park else RETRY,
                                     c.error, blame=True, reason=reason if park else ""))
             samples.append(Sample(c.latency_ms, False))
-        elif lone and breaker_closed and provider_serving:
+        elif lone and breaker_closed and (provider_serving or c.served_since_failure):
             # Never parks: only a failure beside a served call is proof against the record.
             hold = hold or is_held(c.blamed, c.suspects + 1, max_attempts)
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error,
@@ -131,4 +144,4 @@ def judge(
         else:  # everything failed: the provider's problem, never the record's
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
             samples.append(Sample(c.latency_ms, False))
-    return Judgement(tuple(verdicts), tuple(samples), hold, served_now)
+    return Judgement(tuple(verdicts), tuple(samples), hold, served)

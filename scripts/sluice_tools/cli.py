@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         new_provider,
         operate,
         simulate,
+        smoke,
         status,
     )
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.register(commands)
     migrate.register(commands)
     new_provider.register(commands)
+    smoke.register(commands)
     return parser
 
 

@@ -46,3 +46,13 @@ def max_per_interval(times: list[float], interval_s: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def max_per_period(times: list[float], period_s: float) -> int:
+    """The most events in one period of a fixed schedule (``[k * period, (k + 1) * period)``
+    from time 0): one probe per rearm interval, whenever in the interval it happened."""
+    buckets: dict[int, int] = {}
+    for t in times:
+        k = int(t // period_s)
+        buckets[k] = buckets.get(k, 0) + 1
+    return max(buckets.values(), default=0)

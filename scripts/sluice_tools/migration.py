@@ -2,10 +2,14 @@
 
 Each provider's state lives next to it, in ``providers/<name>/migration.json`` (kept in the
 repo, reviewed like code): ``not_migrated`` -> ``deployed`` (its stack exists, ingestion off)
--> ``live`` (sluice fetches for it). Cutover and rollback act through the same operator pause
-as `sluice pause`: rolling back stops calls without touching the stream (queued records wait)
-or the ledger (today's fetched records stay fetched), so switching back and forth in one day
-never fetches a record twice.
+-> ``live`` (sluice fetches for it). Only cutover and rollback, deliberate operator steps,
+change that file. A deploy changes no tracked file: it notes what it deployed in the
+provider's untracked ``.chalice/deploy/deployed-<stage>.json``, and a first deploy leaves
+ingestion off (mapping created disabled, provider paused) until the cutover.
+
+Cutover and rollback act through the same operator pause as `sluice pause`: rolling back
+stops calls without touching the stream (queued records wait) or the ledger (today's fetched
+records stay fetched), so switching back and forth in one day never fetches a record twice.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ class Registry:
 
     def all(self) -> list[Entry]:
         return [self.get(name) for name in provider_names()]
+
+    def deployed_stages(self, name: str) -> list[str]:
+        """Stages a `sluice deploy` from this checkout deployed (untracked notes)."""
+        folder = self.root / name / ".chalice" / "deploy"
+        return sorted(p.stem.removeprefix("deployed-") for p in folder.glob("deployed-*.json"))
+
+    def shown_state(self, entry: Entry) -> str:
+        """The reviewed state, or "deployed" when only an untracked deploy note says so."""
+        if entry.state == "not_migrated" and self.deployed_stages(entry.provider):
+            return "deployed"
+        return entry.state
 
 
 @dataclass

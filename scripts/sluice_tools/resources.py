@@ -2,6 +2,11 @@
 
 The deploy merges these into the Chalice-packaged template; the local stack creates the very
 same definitions in moto. Nothing about the stream, table, bucket or queue is declared twice.
+
+They hold the data (queued records, the ledger, results, parked records), so CloudFormation
+keeps them (``DeletionPolicy`` and ``UpdateReplacePolicy`` ``Retain``): deleting the stack, or
+a change that would replace one of them, leaves the resource in place (README: clean-up).
+A bucket name holding ``${AWS::...}`` is an ``Fn::Sub`` pattern (account and region).
 """
 
 from __future__ import annotations
@@ -11,15 +16,21 @@ from typing import Any
 from sluice.settings import ProviderSettings
 
 RETENTION_HOURS = 168  # 7 days: a circuit open over a long weekend must not lose records
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+DATA_RESOURCES = ("RequestStream", "Ledger", "Results", "ParkedQueue")
 
 
 def queue_name(settings: ProviderSettings) -> str:
     return f"{settings.stream_name}-parked"
 
 
+def _name(value: str) -> Any:
+    return {"Fn::Sub": value} if "${" in value else value
+
+
 def provider_resources(settings: ProviderSettings) -> dict[str, dict[str, Any]]:
     settings.require("stream_name", "table_name", "result_bucket")
-    return {
+    resources = {
         "RequestStream": {
             "Type": "AWS::Kinesis::Stream",
             "Properties": {
@@ -50,7 +61,7 @@ def provider_resources(settings: ProviderSettings) -> dict[str, dict[str, Any]]:
         "Results": {
             "Type": "AWS::S3::Bucket",
             "Properties": {
-                "BucketName": settings.result_bucket,
+                "BucketName": _name(settings.result_bucket),
                 "BucketEncryption": {
                     "ServerSideEncryptionConfiguration": [
                         {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
@@ -72,6 +83,19 @@ def provider_resources(settings: ProviderSettings) -> dict[str, dict[str, Any]]:
                 "SqsManagedSseEnabled": True,
             },
         },
+    }
+    for resource in resources.values():
+        resource.update(RETAIN)
+    return resources
+
+
+def resource_outputs() -> dict[str, dict[str, Any]]:
+    """What the tools and the plain `chalice deploy` path read back from a stack."""
+    return {
+        "StreamName": {"Value": {"Ref": "RequestStream"}},
+        "LedgerTable": {"Value": {"Ref": "Ledger"}},
+        "ResultsBucket": {"Value": {"Ref": "Results"}},
+        "ParkedQueueUrl": {"Value": {"Ref": "ParkedQueue"}},
     }
 
 

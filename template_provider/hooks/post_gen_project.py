@@ -1,31 +1,34 @@
-"""Link the runtime package into vendor/ (a link in the template would be copied, stale), and
-write the provider's IAM policy files when the sluice workspace is importable."""
+"""Link the runtime package into vendor/ (a link in the template would be copied, stale).
 
-import json
+The link is relative to wherever the bake landed, so a provider baked outside providers/
+packages too; if the runtime cannot be found, the bake is refused here, not at deploy time.
+IAM policy files are not written: `sluice deploy` writes them per account and region.
+"""
+
 import os
+import sys
 from pathlib import Path
 
-project = Path.cwd()
+project = Path.cwd().resolve()
+
+
+def find_runtime():
+    hints = ["{{ cookiecutter.get('_sluice_common', '') }}"]
+    candidates = [Path(h) / "sluice" for h in hints if h]
+    candidates += [parent / "common" / "sluice" for parent in project.parents]
+    candidates.append(Path("{{ cookiecutter._repo_dir }}").resolve().parent / "common" / "sluice")
+    return next((c.resolve() for c in candidates if (c / "settings.py").exists()), None)
+
+
+runtime = find_runtime()
+if runtime is None:
+    print(f"cannot create this provider: the sluice runtime (common/sluice) is not above "
+          f"{project} nor beside the template: its vendor/sluice link would dangle",
+          file=sys.stderr)
+    sys.exit(1)
 vendor = project / "vendor"
 vendor.mkdir(exist_ok=True)
 link = vendor / "sluice"
-if not link.exists() and not link.is_symlink():
-    # providers/<name>/vendor/sluice -> ../../../common/sluice (the monorepo layout)
-    os.symlink(os.path.join("..", "..", "..", "common", "sluice"), link)
-
-try:
-    from sluice.settings import load_settings
-    from sluice_tools.deploy.iam import function_policies, literal_arn
-except ImportError:
-    print("note: run `sluice deploy <name> --stage dev --dry-run` in the workspace to write "
-          "the IAM policy files")
-else:
-    config = json.loads((project / ".chalice" / "config.json").read_text())
-    for stage, stage_config in config["stages"].items():
-        env = {**config["environment_variables"], **stage_config["environment_variables"]}
-        fields = {k[len("SLUICE_"):].lower(): v for k, v in env.items()
-                  if k.startswith("SLUICE_")}
-        settings = load_settings(**fields)
-        for handler, document in function_policies(settings, literal_arn()).items():
-            path = project / ".chalice" / f"policy-{stage}-{handler}.json"
-            path.write_text(json.dumps(document, indent=2) + "\n")
+if link.is_symlink() or link.exists():
+    link.unlink()
+link.symlink_to(os.path.relpath(runtime, vendor))

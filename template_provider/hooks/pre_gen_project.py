@@ -1,62 +1,84 @@
-"""Refuse settings that would fail later, with a message that says what to change."""
+"""Refuse answers that would fail later, with a message that says what to change.
 
-import re
+Settings are judged by the runtime's own model (``sluice.settings.ProviderSettings``, imported
+from the sluice workspace this template belongs to), so the template and the runtime can
+never disagree about what is valid. Only what the model cannot know is checked here: the
+Lambda function names the slug makes (64 characters at most), for the handlers the runtime
+names (``sluice.handlers.HANDLERS``, the names the baked app.py declares).
+"""
+
 import sys
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from pathlib import Path
 
 SLUG = "{{ cookiecutter.provider_slug }}"
 STAGES = ["dev", "prod"]
-HANDLERS = ["ventilator", "worker", "rearm", "kickoff"]
-problems = []
-
-if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", SLUG):
-    problems.append(f"provider_slug {SLUG!r}: lower-case letters, digits and '-', starting with "
-                    "a letter, at most 40 characters")
-longest = max((f"sluice-{SLUG}-{stage}-{handler}" for stage in STAGES for handler in HANDLERS),
-              key=len)
-if len(longest) > 64:
-    problems.append(f"provider_slug {SLUG!r} makes the Lambda function name {longest!r} "
-                    f"{len(longest)} characters long (AWS allows 64): choose a shorter slug")
-
-
-def number(name, text, kind=int, low=None, high=None):
-    try:
-        value = kind(text)
-    except ValueError:
-        problems.append(f"{name} {text!r} is not a {'whole ' if kind is int else ''}number")
-        return None
-    if (low is not None and value < low) or (high is not None and value > high):
-        problems.append(f"{name} {text!r} must be between {low} and {high}")
-    return value
+ANSWERS = {
+    "provider": SLUG,
+    "max_concurrency": "{{ cookiecutter.max_concurrency }}",
+    "shards": "{{ cookiecutter.shards }}",
+    "parallelization_factor": "{{ cookiecutter.parallelization_factor }}",
+    "latency_threshold_ms": "{{ cookiecutter.latency_threshold_ms }}",
+    "error_rate_threshold": "{{ cookiecutter.error_rate_threshold }}",
+    "max_attempts": "{{ cookiecutter.max_attempts }}",
+    "timezone": "{{ cookiecutter.timezone }}",
+    "allowed_hours": "{{ cookiecutter.allowed_hours }}",
+    "maintenance_windows": "{{ cookiecutter.maintenance_windows }}",
+    "worker_timeout_s": "{{ cookiecutter.worker_timeout_s }}",
+    "api_base_url": "{{ cookiecutter.api_base_url }}",
+}
+FRIENDLY = {"int_parsing": "is not a whole number", "float_parsing": "is not a number",
+            "string_pattern_mismatch": "must be lower-case letters, digits and '-', starting "
+            "with a letter, at most 40 characters"}
 
 
-x = number("max_concurrency", "{{ cookiecutter.max_concurrency }}", int, 1, 10000)
-shards = number("shards", "{{ cookiecutter.shards }}", int, 1, 500)
-factor = number("parallelization_factor", "{{ cookiecutter.parallelization_factor }}", int, 1, 10)
-number("latency_threshold_ms", "{{ cookiecutter.latency_threshold_ms }}", float, 1, 900000)
-number("error_rate_threshold", "{{ cookiecutter.error_rate_threshold }}", float, 0, 1)
-number("max_attempts", "{{ cookiecutter.max_attempts }}", int, 1, 20)
-timeout = number("worker_timeout_s", "{{ cookiecutter.worker_timeout_s }}", int, 1, 600)
-if None not in (x, shards, factor) and shards * factor > x:
-    problems.append(f"max_concurrency X = {x} is smaller than shards x parallelization_factor = "
-                    f"{shards * factor}: even batch size 1 would exceed X")
-try:
-    ZoneInfo("{{ cookiecutter.timezone }}")
-except (ZoneInfoNotFoundError, ValueError):
-    problems.append("timezone '{{ cookiecutter.timezone }}' is not an IANA name like "
-                    "'Europe/London'")
-if not "{{ cookiecutter.api_base_url }}".startswith(("https://", "http://")):
-    problems.append("api_base_url must start with https:// (or http:// for a local fake)")
-try:  # the same parser the runtime uses, when the workspace is installed
-    from sluice.window import AccessWindow, WindowError
+def find_common():
+    """common/ of the sluice workspace: above where the bake lands, else beside the template."""
+    hints = ["{{ cookiecutter.get('_sluice_common', '') }}"]
+    candidates = [Path(h) for h in hints if h]
+    output = Path("{{ cookiecutter._output_dir }}").resolve()
+    candidates += [parent / "common" for parent in (output, *output.parents)]
+    candidates.append(Path("{{ cookiecutter._repo_dir }}").resolve().parent / "common")
+    return next((c for c in candidates if (c / "sluice" / "settings.py").exists()), None)
 
-    windows = [w for w in ["{{ cookiecutter.maintenance_windows }}"] if w.strip()]
-    AccessWindow.parse("UTC", "{{ cookiecutter.allowed_hours }}", windows)
-except ImportError:
-    pass
-except WindowError as exc:
-    problems.append(str(exc))
 
-if problems:
-    print("cannot create this provider:\n  - " + "\n  - ".join(problems), file=sys.stderr)
-    sys.exit(1)
+def main():
+    common = find_common()
+    if common is None:
+        print("cannot create this provider:\n  - the sluice runtime (common/sluice) is neither "
+              "above {{ cookiecutter._output_dir }} nor beside the template: bake from a sluice "
+              "workspace (`sluice new-provider`)", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(common))
+    from pydantic import ValidationError
+
+    from sluice.handlers import HANDLERS
+    from sluice.settings import ProviderSettings
+
+    problems = []
+    if not ANSWERS["api_base_url"].startswith(("https://", "http://")):
+        problems.append("api_base_url must start with https:// (or http:// for a local fake)")
+    for stage in STAGES:
+        longest = max((f"sluice-{SLUG}-{stage}-{h}" for h in HANDLERS), key=len)
+        if len(longest) > 64:
+            problems.append(f"provider_slug {SLUG!r} makes the Lambda function name "
+                            f"{longest!r} {len(longest)} characters long (AWS allows 64): "
+                            "choose a shorter slug")
+            break
+    for stage in STAGES:
+        try:
+            ProviderSettings(**{k: v for k, v in ANSWERS.items() if k != "api_base_url"},
+                             stage=stage)
+        except ValidationError as exc:
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"]) or "settings"
+                answer = ANSWERS.get(field, "")
+                why = FRIENDLY.get(err["type"], err["msg"].removeprefix("Value error, "))
+                problems.append(f"{field} {answer!r}: {why}" if answer else why)
+            break
+    if problems:
+        print("cannot create this provider:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+sys.exit(main())

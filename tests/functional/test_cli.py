@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from sluice.handlers import HANDLERS
 from sluice_tools.cli import main
 
 
@@ -28,7 +29,7 @@ def test_feed_then_status_then_pause_and_resume(stack, capsys, monkeypatch, wait
     assert "Enabled" in out and "closed" in out
     assert main(["pause", "demo", "--reason", "maintenance"]) == 0
     assert "paused (maintenance)" in capsys.readouterr().out
-    main(["status", "demo"])
+    assert main(["status", "demo"]) == 0
     assert "maintenance" in capsys.readouterr().out
     assert main(["resume", "demo"]) == 0
 
@@ -48,5 +49,6 @@ def test_demo_rejects_an_unknown_scenario(capsys):
 
 def test_up_describes_the_stack(stack):
     described = stack.describe()
+    assert sorted(described["functions"]) == sorted(HANDLERS)
     assert described["functions"]["ventilator"] == "sluice-demo-local-ventilator"
-    assert json.dumps(described)
+    assert json.loads(json.dumps(described)) == described  # printed as JSON, nothing lost

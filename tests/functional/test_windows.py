@@ -55,14 +55,16 @@ def test_resume_at_the_next_opening_at_the_size_reached(demo):
     assert {demo.provider.served[(f"q{i}", demo.day)] for i in range(5)} == {1}
 
 
-def test_an_open_circuit_reopens_at_one_when_the_window_opens(demo):
+def test_an_open_circuit_reopens_half_open_when_the_window_opens(demo):
     set_time(demo, "12:00")
     control = demo.deployed.runtime.control()
     control.update(lambda s: replace(s, breaker=OPENED, batch_size=1, window_closed=True))
     demo.aws.lambdas.update_mapping(demo.deployed.mapping_uuids[0], {"Enabled": False})
     set_time(demo, "22:10")
     assert demo.rearm()["action"] == "half_open"
-    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled", 1)
+    # Half-open: deliveries of two, one probe call among them.
+    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled", 2)
+    assert demo.deployed.runtime.control().load().probe_available
 
 
 def test_maintenance_inside_allowed_hours_closes_too(demo):

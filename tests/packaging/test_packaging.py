@@ -1,17 +1,19 @@
-"""`chalice package` builds a Lambda bundle that carries the runtime package and imports
-cleanly on its own, without any of the laptop tooling."""
+"""`sluice deploy`'s packaging builds a Lambda bundle that carries the runtime package and the
+exact dependency versions the tests ran with, and imports cleanly on its own, without any of
+the laptop tooling."""
 
 import json
 import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
+from importlib import metadata
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHALICE = Path(sys.executable).with_name("chalice")
+from sluice_tools.deploy.lock import parse
+from sluice_tools.deploy.package import package, plan
+from sluice_tools.provider_config import PROVIDERS_DIR
 
 IMPORT_CHECK = """
 import json, sys
@@ -30,10 +32,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def demo_package(tmp_path_factory):
     out = tmp_path_factory.mktemp("pkg")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    subprocess.run([str(CHALICE), "package", "--stage", "dev", str(out)],
-                   cwd=ROOT / "providers" / "demo", check=True, env=env, capture_output=True)
-    return out
+    return package(plan("demo", "dev"), out).parent
 
 
 def test_bundle_contains_the_runtime_package(demo_package):
@@ -42,6 +41,18 @@ def test_bundle_contains_the_runtime_package(demo_package):
                      "sluice/ledger.py", "chalice/app.py"):
         assert expected in names
     assert not any(n.startswith("sluice_tools/") for n in names)
+
+
+def test_bundle_ships_the_locked_versions_the_tests_ran_with(demo_package):
+    names = zipfile.ZipFile(demo_package / "deployment.zip").namelist()
+    shipped = {n.split("/")[0].removesuffix(".dist-info") for n in names
+               if n.split("/")[0].endswith(".dist-info")}
+    shipped = {d.rsplit("-", 1)[0].lower().replace("_", "-"): d.rsplit("-", 1)[1]
+               for d in shipped}
+    locked = parse((PROVIDERS_DIR / "demo" / "requirements.txt").read_text())
+    assert shipped == locked
+    for name in ("pydantic", "pydantic-core", "boto3"):
+        assert shipped[name] == metadata.version(name)
 
 
 def test_bundle_imports_cleanly_without_the_tooling(demo_package, tmp_path):
@@ -58,7 +69,7 @@ def test_bundle_imports_cleanly_without_the_tooling(demo_package, tmp_path):
     assert report["handlers"] == ["kickoff", "rearm", "ventilator", "worker"]
 
 
-def test_package_declares_the_three_functions_and_the_mapping(demo_package):
+def test_package_declares_the_functions_and_the_mapping(demo_package):
     sam = json.loads((demo_package / "sam.json").read_text())
     resources = sam["Resources"]
     assert {"Ventilator", "Worker", "Rearm", "Kickoff"} <= set(resources)

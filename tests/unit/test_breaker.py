@@ -66,7 +66,9 @@ def test_the_spec_follows_pause_window_breaker_and_a_held_record():
     assert not spec(ControlState(breaker=OPENED, batch_size=1), max_size=10, fallback_size=3,
                     now=0).enabled
     half = ControlState(breaker=HALF_OPEN, batch_size=4)
-    assert spec(half, max_size=10, fallback_size=3, now=0) == breaker.MappingSpec(True, 1)
+    # Half-open: one probe call, chosen from a delivery of two (never a record that failed).
+    assert spec(half, max_size=10, fallback_size=3, now=0) == breaker.MappingSpec(True, 2)
+    assert spec(half, max_size=1, fallback_size=3, now=0) == breaker.MappingSpec(True, 1)
     held = ControlState(batch_size=1, held_until=100.0)
-    assert spec(held, max_size=10, fallback_size=1, now=50).batch_size == 2
+    assert spec(held, max_size=10, fallback_size=1, now=50).batch_size == breaker.HELD_DELIVERY
     assert spec(held, max_size=10, fallback_size=1, now=150).batch_size == 1

@@ -104,10 +104,18 @@ def test_default_recovers_one_step_per_healthy_batch_up_to_x():
 
 
 @pytest.mark.parametrize("name", ["seed", "default"])
-def test_policies_clamp_to_one_and_x(name):
+def test_policies_clamp_to_x_and_open_at_one(name):
     policy = make_policy(name, max_size=3)
-    assert policy.decide(3, batch(fast=3)).size == 3
-    assert policy.decide(2, batch(errors=2)).size >= 1
+    at_x = policy.decide(3, batch(fast=3))
+    assert (at_x.size, at_x.action) == (3, HOLD)  # healthy at X: not 4
+    assert policy.decide(5, batch(fast=5)).size == 3  # X lowered under the running size
+    at_one = policy.decide(1, batch(errors=1))
+    assert (at_one.size, at_one.action) == (1, OPEN)  # never 0: opens instead
+
+
+def test_a_steep_decrease_floors_at_one():
+    decision = AimdPolicy(max_size=3, decrease_factor=0.3).decide(3, batch(errors=3))
+    assert (decision.size, decision.action) == (1, DECREASE)  # floor(3 x 0.3) = 0 -> 1
 
 
 def test_an_empty_batch_changes_nothing():

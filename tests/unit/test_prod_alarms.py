@@ -235,9 +235,6 @@ class _Mapping:
         return "updated"
 
 
-@pytest.mark.xfail(strict=True, reason="runtime (lead): the rearm's BreakerOpen is computed "
-                   "after it turned the breaker half-open, so it reads 0 through a whole "
-                   "outage; it must be 1 while the breaker is not closed (see the report)")
 def test_the_rearm_reports_an_open_circuit_at_every_run_of_an_outage():
     """The contract the circuit-open alarm relies on, checked on the real rearm: open, probe
     (half-open), the probe fails (open again), and so on: every run reports BreakerOpen 1."""

@@ -9,7 +9,8 @@ def test_defaults():
     s = load_settings()
     assert (s.max_concurrency, s.max_attempts, s.latency_threshold_ms, s.policy) == (
         10, 3, 1000.0, "default")
-    assert s.lease_s > s.worker_timeout_s
+    # A claim's lease outlives the worker's timeout by the margin: 90 s + 30 s.
+    assert (s.worker_timeout_s, s.lease_margin_s, s.lease_s) == (90, 30, 120)
 
 
 def test_reads_upper_case_prefixed_environment(monkeypatch):

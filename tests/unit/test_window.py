@@ -48,9 +48,11 @@ def test_next_change_opens_and_closes():
 def test_a_dst_change_keeps_the_wall_clock():
     # Paris springs forward on 2026-03-29 (02:00 -> 03:00): the night is an hour shorter,
     # but the window still closes at 06:00 local, which is now 04:00 UTC, not 05:00.
+    # Sunday maintenance 02:00-04:00 starts in the skipped hour: it closes the window when the
+    # clock jumps to 03:00 local (01:00 UTC) and is still closed at 03:30 local.
     close = NIGHTS.next_change(at("2026-03-28T23:00"))
-    assert close is not None
-    # Sunday maintenance 02:00-04:00 falls partly in the skipped hour: closed at 03:30 local.
+    assert local(close) == "Sun 2026-03-29 03:00"
+    assert datetime.fromtimestamp(close, ZoneInfo("UTC")).hour == 1
     assert not NIGHTS.is_open(at("2026-03-29T03:30"))
     assert local(NIGHTS.next_change(at("2026-03-29T04:30"))) == "Sun 2026-03-29 06:00"
     assert datetime.fromtimestamp(NIGHTS.next_change(at("2026-03-29T04:30")),

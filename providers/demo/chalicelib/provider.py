@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -9,7 +10,8 @@ from sluice.errors import ProviderError
 from sluice.provider_http import get_json
 from sluice.settings import ProviderSettings
 
-STREAM = "sluice-demo"
+# The decorator needs the name at import; the deploy sets the stage-scoped one.
+STREAM = os.environ.get("SLUICE_STREAM_NAME", "sluice-demo")
 
 
 def fetch_record(record_id: str, settings: ProviderSettings) -> dict[str, Any]:

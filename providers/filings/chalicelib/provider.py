@@ -9,6 +9,7 @@ expansion bombs, and nothing of the body reaches an error message or a log.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
@@ -18,7 +19,8 @@ from sluice.errors import ProviderError
 from sluice.provider_http import get
 from sluice.settings import ProviderSettings
 
-STREAM = "sluice-filings"
+# The decorator needs the name at import; the deploy sets the stage-scoped one.
+STREAM = os.environ.get("SLUICE_STREAM_NAME", "sluice-filings")
 
 
 def fetch_record(record_id: str, settings: ProviderSettings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ is the provider's mistake, not a reason to store garbage: it fails the attempt.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,8 @@ from sluice.provider_http import get_json
 from sluice.secrets import bearer_headers
 from sluice.settings import ProviderSettings
 
-STREAM = "sluice-quotes"
+# The decorator needs the name at import; the deploy sets the stage-scoped one.
+STREAM = os.environ.get("SLUICE_STREAM_NAME", "sluice-quotes")
 CURRENCY = "USD"
 
 

@@ -29,12 +29,15 @@ def run_status(args: argparse.Namespace) -> int:
     from sluice_tools.migration import Registry
 
     table = Table(title="sluice migrate status")
-    for col in ("provider", "state", "stage", "last change", "changes"):
+    for col in ("provider", "state", "stage", "last change", "changes", "deployed here"):
         table.add_column(col)
     style = {"not_migrated": "dim", "deployed": "yellow", "live": "green"}
-    for entry in Registry().all():
-        table.add_row(entry.provider, f"[{style[entry.state]}]{entry.state}[/]",
-                      entry.stage or "-", entry.changed_at or "-", str(len(entry.history)))
+    registry = Registry()
+    for entry in registry.all():
+        state = registry.shown_state(entry)
+        table.add_row(entry.provider, f"[{style[state]}]{state}[/]",
+                      entry.stage or "-", entry.changed_at or "-", str(len(entry.history)),
+                      ", ".join(registry.deployed_stages(entry.provider)) or "-")
     Console().print(table)
     return 0
 

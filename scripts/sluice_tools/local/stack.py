@@ -100,6 +100,7 @@ def deploy_provider(
         f"{ENV_PREFIX}API_BASE_URL": api_base_url,
         f"{ENV_PREFIX}WORKER_FUNCTION": functions["worker"],
         f"{ENV_PREFIX}VENTILATOR_FUNCTION": functions["ventilator"],
+        f"{ENV_PREFIX}STAGE": stage,  # metrics carry Stage=local
     })
     for key, value in (overrides or {}).items():
         # Environment variables are strings; lists (maintenance windows) travel as JSON.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import json
 import math
 import random
@@ -65,6 +66,7 @@ class VirtualFanOut:
         results, latest = [], start
         for task in tasks:
             engine.now = heapq.heappop(slots)
+            engine.apply_worker_writes()
             engine.call_latency_s = 0.0
             engine.chaos.before_task(engine)
             try:
@@ -177,6 +179,8 @@ class Simulation:
         self._active: list[float] = []  # end times of calls that may still be in flight
         self.call_latency_s = 0.0
         self.delivery_concurrency = 1
+        self._worker_writes: list[tuple[float, int, tuple[str, str], str]] = []
+        self._write_order = itertools.count()
         self._open_since: float | None = None
         self.ventilator = Ventilator(
             self.settings, ledger=self.ledger, control=self.control, mapping=self.mapping,
@@ -229,12 +233,22 @@ class Simulation:
         fault = self.chaos.after_provider_answered(self)
         if fault == "worker_killed":  # after storing, before marking: the result stays
             return WorkerResult(False, ms, error="worker_Sandbox.Timedout")
-        # The worker marks the record fetched itself, right after storing it.
-        recorded = self.ledger.complete(*key, payload["claim_token"], self.now + latency_s)
+        # The worker marks the record fetched itself, right after storing it: at the call's
+        # end, so until then the record is in progress under a live lease (a retry beside a
+        # killed ventilator's orphaned calls sees them as such, as it would in AWS).
+        end, token = self.now + latency_s, payload["claim_token"]
+        heapq.heappush(self._worker_writes, (end, next(self._write_order), key, token))
         if fault == "connection_dropped":  # the worker ran; the ventilator cannot know
             return WorkerResult(False, ms, error="invoke_ReadTimeoutError",
                                 kind=verdicts.AMBIGUOUS)
-        return WorkerResult(True, ms, recorded=recorded)
+        return WorkerResult(True, ms, recorded=True)
+
+    def apply_worker_writes(self, until: float | None = None) -> None:
+        """The workers' "fetched" writes whose calls have ended by ``until`` (default: now)."""
+        until = self.now if until is None else until
+        while self._worker_writes and self._worker_writes[0][0] <= until:
+            end, _, key, token = heapq.heappop(self._worker_writes)
+            self.ledger.complete(*key, token, end)
 
     def _emit(self, doc: dict[str, Any]) -> None:
         if doc.get("event") == "batch":
@@ -290,9 +304,11 @@ class Simulation:
             t, _, shard = heapq.heappop(queue)
             while next_rearm <= t:  # rearm fires on its schedule, whatever the shards do
                 self.now = next_rearm
+                self.apply_worker_writes()
                 self._rearm()
                 next_rearm += REARM_PERIOD_S
             self.now = t
+            self.apply_worker_writes()
             if self.t() > self.horizon_s:
                 break
             self._note_breaker()
@@ -333,6 +349,7 @@ class Simulation:
         """After the run: let pending updates settle and one more rearm converge, as the
         schedule would; the run converged if the mapping then matches the spec."""
         self.chaos.stop()
+        self.apply_worker_writes(until=float("inf"))
         self.now += 3600
         self._rearm()
         self.now += 3600
@@ -386,8 +403,9 @@ class Simulation:
         periods = self.open_periods()
         # Once the breaker has opened on an outage, at most one probe per rearm interval.
         probes = [c[0] for c in outage_calls if any(a < c[0] <= b for a, b in periods)]
-        # (probes follow their rearm by the same settle delay: allow a second of jitter)
-        max_probes = invariants.max_per_interval(probes, REARM_PERIOD_S - 1.0)
+        # Per rearm interval (the rearm fires at multiples of the period from the start): a
+        # probe follows its rearm after the mapping settles and a delivery takes the token.
+        max_probes = invariants.max_per_period(probes, REARM_PERIOD_S)
         oracle = oracle_makespan_s(self.scenario, s.max_batch_size, window=self.window,
                                    start_epoch=self.start_epoch)
         outside = sum(1 for c in calls if not self.window.is_open(self.start_epoch + c[0]))

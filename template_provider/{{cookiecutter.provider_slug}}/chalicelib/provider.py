@@ -3,6 +3,7 @@ common result format. This is the file to edit: the rest of the provider is plum
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 {%- if cookiecutter.api_format == "xml" %}
@@ -20,7 +21,9 @@ from sluice.secrets import bearer_headers
 {%- endif %}
 from sluice.settings import ProviderSettings
 
-STREAM = "sluice-{{ cookiecutter.provider_slug }}"
+# The stage's stream: `chalice package/deploy --stage S` imports app.py with the stage's
+# environment (.chalice/config.json), so a plain `chalice deploy` maps the stage's own stream.
+STREAM = os.environ.get("SLUICE_STREAM_NAME", "sluice-{{ cookiecutter.provider_slug }}")
 
 
 def fetch_record(record_id: str, settings: ProviderSettings) -> dict[str, Any]:
