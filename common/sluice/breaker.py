@@ -50,6 +50,7 @@ class ControlState:
     shards: int = 0  # the stream's open shards, as the rearm last saw them (0 = unknown)
     held_until: float = 0.0  # a record failed alone too often: deliveries of >= 2 until then
     lone_failures: int = 0  # suspect failures since the provider last served a call
+    last_served_at: float = 0.0  # the last delivery (any shard) in which the provider served
     version: int = 0  # optimistic-lock counter, bumped by every stored change
 
     @property

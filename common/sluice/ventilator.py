@@ -310,17 +310,21 @@ class Ventilator:
                   report: BatchReport) -> list[verdicts.CallResult]:
         """Claim and call, ``limit`` at a time. A held record is called only after another
         record of this delivery was served (it needs a witness: see ``verdicts``)."""
-        for p in pending:  # a record fetched after this one failed: the provider serves
-            p.served_since_failure = p.attempts > 0 and any(
-                t > p.failed_at for t in report.fetched_at)
+        # Served since a record last failed: a record of this delivery fetched after it, or
+        # any shard's delivery, provided the provider's latest judged call went well.
+        state = report.state
+        lately = state.last_served_at if (state.recent and state.recent[-1].ok
+                                          and not state.lone_failures) else 0.0
+        for p in pending:
+            p.served_since_failure = p.attempts > 0 and (
+                lately > p.failed_at or any(t > p.failed_at for t in report.fetched_at))
         normal = [p for p in pending if not p.held]
         held = [p for p in pending if p.held]
         results = self._run(normal, day, limit, remaining_ms, report)
         served_now = any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results)
         # Served in this delivery (after any earlier failure by construction), or in an
         # earlier attempt of it after the held record last failed.
-        witnessed = [p for p in held
-                     if served_now or any(t > p.failed_at for t in report.fetched_at)]
+        witnessed = [p for p in held if served_now or p.served_since_failure]
         for p in witnessed:
             p.witnessed = True
         if witnessed:
@@ -418,6 +422,8 @@ class Ventilator:
                 current = breaker.after_batch(current, decision, self.clock())
             current = replace(current,
                               lone_failures=judgement.lone_failures(current.lone_failures))
+            if judgement.served:
+                current = replace(current, last_served_at=self.clock())
             return breaker.hold(current, self.clock()) if held else current
 
         try:
