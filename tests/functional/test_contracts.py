@@ -8,11 +8,14 @@ import pytest
 
 from sluice.control import ControlStore
 from sluice.ledger import FAILED, FETCHED, IN_PROGRESS, PARKED, ClaimLost, Ledger
+from sluice.mapping import DEFERRED, UNCHANGED, UPDATED, MappingClient
 from sluice.settings import load_settings
-from sluice_tools.memory import MemoryControl, MemoryLedger
+from sluice_tools.local.lambda_service import LocalFunction
+from sluice_tools.memory import MemoryControl, MemoryLedger, MemoryMapping
 from sluice_tools.resources import create_locally, provider_resources
 
 DAY = "2026-11-27"
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
@@ -68,3 +71,41 @@ def test_control_updates_under_an_optimistic_lock(adapters):
     # A stale read is re-read and the change re-applied to the winner's state.
     result = control.update(lambda s: replace(s, batch_size=s.batch_size * 2), current=stale)
     assert result.batch_size == 10 and control.load() == result
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["lambda", "memory"])
+def mapping_world(request):
+    """(mapping port, clock) with a mapping at BatchSize 10, Enabled, updates settling in 5 s."""
+    clock = Ticker()
+    if request.param == "memory":
+        return MemoryMapping(10, clock, update_delay_s=5.0), clock
+    aws = request.getfixturevalue("aws")
+    aws.lambdas.clock, aws.lambdas.update_delay_s = clock, 5.0
+    aws.lambdas.add_function(LocalFunction("vent", lambda e, c: None))
+    aws.lambdas.create_mapping("vent", STREAM_ARN, batch_size=10)
+    return MappingClient("vent"), clock
+
+
+def test_a_mapping_update_settles_late_and_refuses_changes_meanwhile(mapping_world):
+    mapping, clock = mapping_world
+    view = mapping.find(STREAM_ARN)
+    assert (view.batch_size, view.state) == (10, "Enabled")
+    assert mapping.apply(view, enabled=True, batch_size=10) == UNCHANGED
+    assert mapping.apply(view, enabled=False, batch_size=10) == UPDATED
+    settling = mapping.find(STREAM_ARN)
+    assert settling.state == "Disabling" and not settling.enabled  # the new values, at once
+    assert mapping.apply(settling, enabled=True, batch_size=10) == DEFERRED  # in progress
+    clock.t += 6
+    settled = mapping.find(STREAM_ARN)
+    assert settled.state == "Disabled"
+    assert mapping.apply(settled, enabled=True, batch_size=3) == UPDATED
+    clock.t += 6
+    assert (mapping.find(STREAM_ARN).state, mapping.find(STREAM_ARN).batch_size) == ("Enabled", 3)
