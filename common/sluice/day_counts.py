@@ -49,3 +49,12 @@ class DayCounts:
                                     Key=items.key(STATS_PK, day)).get("Item")
         plain = items.decode(item) if item else {}
         return {k: int(v) for k, v in plain.items() if k not in ("pk", "sk", "expires_at")}
+
+
+def backlog(counts: dict[str, int]) -> int | None:
+    """Records enqueued today and not yet finished (fetched, skipped or parked); None when
+    nothing counted today's enqueues (records put by other producers are not counted)."""
+    if "enqueued" not in counts:
+        return None
+    done = sum(counts.get(k, 0) for k in ("fetched", "skipped", "parked"))
+    return max(0, counts["enqueued"] - done)

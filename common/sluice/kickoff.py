@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.clock import Clock, local_day, system_clock
+from sluice.day_counts import DayCounts
 from sluice.enqueue import SCHEDULED, enqueue
 from sluice.kickoff_marker import KickoffMarker
 from sluice.metrics import Emit, stdout_emit
@@ -28,6 +29,7 @@ def kickoff(
     marker: KickoffMarker,
     kinesis: Any,
     todays_ids: DaySource,
+    counts: DayCounts | None = None,
     clock: Clock = system_clock,
     window_clock: Clock | None = None,
     emit: Emit = stdout_emit,
@@ -41,6 +43,8 @@ def kickoff(
             result = {"action": "none", "why": f"kickoff for {day} already done or running"}
         else:
             count = enqueue(kinesis, settings.stream_name, todays_ids(day, settings), SCHEDULED)
+            if counts is not None:  # the backlog the rearm reports: enqueued - finished
+                counts.add(day, {"enqueued": count}, clock())
             marker.finish(day, clock(), count)
             result = {"action": "enqueued", "day": day, "records": count}
     emit({"event": "kickoff", "Provider": settings.provider, **result})

@@ -15,6 +15,7 @@ Every run also emits the provider's state as EMF metrics, so alarms see a datapo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sluice import breaker
@@ -42,6 +43,7 @@ def rearm(
     parallelization_factor: int = 1,
     min_shards: int = 1,
     stage: str = "",
+    backlog: Callable[[], int | None] | None = None,
 ) -> dict[str, Any]:
     problems: list[str] = []
     open_shards = 0
@@ -87,9 +89,23 @@ def rearm(
         "WindowClosed": int(state.window_closed),
         "MappingEnabled": int(view.enabled),
     }
+    waiting = _backlog(backlog, problems)
+    if waiting is not None:
+        metrics["Backlog"] = waiting
     emit(emf_document(provider, int(clock() * 1000), metrics, {"event": "rearm", **result},
                       stage=stage))
     return result
+
+
+def _backlog(backlog: Callable[[], int | None] | None, problems: list[str]) -> int | None:
+    """Today's records still waiting (enqueued minus finished), when the counters know."""
+    if backlog is None:
+        return None
+    try:
+        return backlog()
+    except Exception as exc:  # the counters are a convenience; the rearm's job goes on
+        problems.append(f"backlog_{type(exc).__name__}")
+        return None
 
 
 def _action(before: breaker.ControlState, after: breaker.ControlState, was_enabled: bool,

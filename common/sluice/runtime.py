@@ -13,9 +13,9 @@ from typing import Any
 
 import boto3
 
-from sluice.clock import Clock, system_clock
+from sluice.clock import Clock, local_day, system_clock
 from sluice.control import ControlStore
-from sluice.day_counts import DayCounts
+from sluice.day_counts import DayCounts, backlog
 from sluice.errors import RetryBatch
 from sluice.invoker import WorkerInvoker, lambda_client_for_invoke
 from sluice.kickoff import DaySource, kickoff
@@ -147,6 +147,7 @@ class Runtime:
         if self._kinesis is None:
             self._kinesis = boto3.client("kinesis")
         return kickoff(settings=s, marker=self._table(KickoffMarker), kinesis=self._kinesis,
+                       counts=self.day_counts(),
                        todays_ids=todays_ids, clock=self.clock, window_clock=self.window_clock,
                        emit=self.emit)
 
@@ -160,7 +161,11 @@ class Runtime:
                      shards=StreamShards(s.stream_name),
                      max_concurrency=s.max_concurrency,
                      parallelization_factor=s.parallelization_factor, min_shards=s.shards,
-                     stage=s.stage)
+                     stage=s.stage, backlog=self._backlog)
+
+    def _backlog(self) -> int | None:
+        day = local_day(self.clock(), self.settings.zone)
+        return backlog(self.day_counts().get(day))
 
 
 class LazyRuntime:

@@ -62,3 +62,23 @@ def test_rearm_twice_is_harmless_and_a_pause_always_wins():
         rearm_now(control, mapping, clock)
         clock.now += 1
     assert not mapping.effective().enabled and mapping.updates == 1
+
+
+def test_every_rearm_reports_the_state_and_the_backlog_as_metrics():
+    clock, control = Clock(), MemoryControl()
+    mapping = MemoryMapping(10, clock, update_delay_s=0.0)
+    control.state = ControlState(breaker=OPENED, batch_size=1)
+    docs = []
+    rearm(stream_name="s", provider="p", control=control, mapping=mapping, max_size=10,
+          probe_lease_s=120, clock=clock, emit=docs.append, stage="prod", backlog=lambda: 42)
+    doc = docs[0]
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Provider", "Stage"]]
+    # Probing is not recovered: the circuit-open alarm keeps counting through half-open.
+    assert (doc["BreakerOpen"], doc["Paused"], doc["Backlog"]) == (1, 0, 42)
+
+
+def test_backlog_is_unknown_until_todays_enqueues_are_counted():
+    from sluice.day_counts import backlog
+
+    assert backlog({"fetched": 3}) is None
+    assert backlog({"enqueued": 10, "fetched": 6, "skipped": 1, "parked": 1}) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import boto3
     from rich.progress import Progress
 
+    from sluice.clock import local_day
+    from sluice.day_counts import DayCounts
     from sluice.enqueue import entries_for, put_entries
     from sluice.intake import FetchRequest
     from sluice_tools.provider_config import provider_settings
@@ -50,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     with Progress() as progress:
         task = progress.add_task(f"feeding {settings.stream_name}", total=len(entries))
         put_entries(boto3.client("kinesis"), settings.stream_name, entries,
-             progress=lambda done, total: progress.update(task, completed=done))
+                    progress=lambda done, total: progress.update(task, completed=done))
+    # Today's enqueued count: the backlog `sluice status` and the rearm's Backlog metric show.
+    day = local_day(time.time(), settings.zone)
+    DayCounts(settings.table_name).add(day, {"enqueued": len(entries)}, time.time())
     print(f"put {len(entries)} record(s) on {settings.stream_name}")
     return 0
 
