@@ -59,6 +59,7 @@ class Entry:
     claim_token: str = ""
     reason: str = ""
     updated_at: float = 0.0
+    claimed_at: float = 0.0  # when the latest attempt began
 
     def is_final(self) -> bool:
         return self.status in (FETCHED, PARKED)
@@ -139,7 +140,7 @@ class Ledger:
                 Key=items.key(record_id, day),
                 UpdateExpression=(
                     "SET #st = :ip, lease_until = :lease, claim_token = :tok, "
-                    "expires_at = :ttl, updated_at = :now ADD attempts :one"
+                    "expires_at = :ttl, updated_at = :now, claimed_at = :now ADD attempts :one"
                 ),
                 ConditionExpression=(
                     "attribute_not_exists(pk) OR #st = :failed "
@@ -267,4 +268,5 @@ def _entry(item: Mapping[str, Any]) -> Entry:
         claim_token=plain.get("claim_token", ""),
         reason=plain.get("reason", ""),
         updated_at=float(plain.get("updated_at", 0.0)),
+        claimed_at=float(plain.get("claimed_at", 0.0)),
     )

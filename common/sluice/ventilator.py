@@ -117,7 +117,7 @@ class _Pending:
     record: StreamRecord
     request: FetchRequest
     held: bool = False
-    failed_at: float = 0.0  # the record's last failure (its ledger entry's updated_at)
+    failed_at: float = 0.0  # when the record's last (failed) attempt began
     attempts: int = 0  # attempts so far today: a fresh record makes the better probe
     served_since_failure: bool = False
     witnessed: bool = False
@@ -300,8 +300,10 @@ class Ventilator:
             else:
                 held = entry is not None and verdicts.is_held(
                     entry.blamed, entry.suspects, self.settings.max_attempts)
+                # Its last attempt began at claimed_at: a record served after that (in the
+                # same attempt of this delivery, or later) is a witness for it.
                 pending.append(_Pending(record, request, held,
-                                        entry.updated_at if entry is not None else 0.0,
+                                        entry.claimed_at if entry is not None else 0.0,
                                         entry.attempts if entry is not None else 0))
         return pending
 

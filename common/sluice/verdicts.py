@@ -122,7 +122,7 @@ def judge(
             samples.append(Sample(c.latency_ms, True))
         elif c.kind in (AMBIGUOUS, REJECTED):
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
-        elif c.witnessed:
+        elif c.witnessed and provider_serving:
             # A held record, called because the provider served another record of this
             # delivery after its last failure: failing again, it is the record.
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error, blame=True,

@@ -40,7 +40,7 @@ class MemoryLedger:
         base = old or Entry(record_id, day, IN_PROGRESS)
         entry = replace(base, status=IN_PROGRESS, attempts=base.attempts + 1,
                         lease_until=round(now + lease_s, 3), claim_token=token,
-                        updated_at=round(now, 3))
+                        updated_at=round(now, 3), claimed_at=round(now, 3))
         self.entries[(record_id, day)] = entry
         return entry
 

@@ -296,6 +296,7 @@ class Simulation:
     def run(self) -> dict[str, Any]:
         shards = self._shard_records()
         checkpoints = [0] * len(shards)
+        retry_batches: dict[int, list[StreamRecord]] = {}
         queue: list[tuple[float, int, int]] = [(self.now, 0, i) for i in range(len(shards))]
         next_rearm = self.now + REARM_PERIOD_S
         done_at = None
@@ -323,7 +324,10 @@ class Simulation:
                 heapq.heappush(queue, (t + IDLE_POLL_S, counter, shard))
                 counter += 1
                 continue
-            batch = records[checkpoints[shard]: checkpoints[shard] + config.batch_size]
+            # Lambda retries a failed invocation (or a RetryBatch) with the same batch, whatever
+            # the mapping's BatchSize became meanwhile; a new batch takes the current size.
+            batch = retry_batches.pop(shard, None) or \
+                records[checkpoints[shard]: checkpoints[shard] + config.batch_size]
             started = self.now
             deadline = started + VENTILATOR_TIMEOUT_S
             try:
@@ -332,10 +336,13 @@ class Simulation:
                     remaining_ms=lambda d=deadline: (d - self.now) * 1000)
             except VentilatorKilled:  # nothing returned: Lambda retries the whole batch
                 report = None
+                retry_batches[shard] = batch
             duration = (self.now - started) + BATCH_OVERHEAD_S
             if report is not None:
                 duration += report.backoff_s
                 checkpoints[shard] = self._advance(checkpoints[shard], batch, report)
+                if report.retry and not report.reports_item_failures:
+                    retry_batches[shard] = batch  # RetryBatch: the same batch again
             self.now = started
             heapq.heappush(queue, (started + duration, counter, shard))
             counter += 1
