@@ -7,27 +7,13 @@ ledger is the truth, the counters are what an operator glances at.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import boto3
 
 from sluice import items
 
 STATS_PK = "#stats"
 
 
-class DayCounts:
-    def __init__(self, table_name: str, *, client: Any = None, ttl_days: int = 7) -> None:
-        self.table_name = table_name
-        self._client = client
-        self._ttl_s = ttl_days * 86400
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
-
+class DayCounts(items.TableRows):
     def add(self, day: str, counts: Mapping[str, int], now: float) -> None:
         parts, names, values = [], {}, {":ttl": items.value(int(now) + self._ttl_s)}
         for i, (name, n) in enumerate(kv for kv in counts.items() if kv[1]):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
@@ -55,3 +56,19 @@ def error_code(exc: ClientError) -> str:
 
 def condition_failed(exc: Exception) -> bool:
     return isinstance(exc, ClientError) and error_code(exc) == CONDITION_FAILED
+
+
+class TableRows:
+    """Base of the stores of non-record rows (day counts, kickoff marker, malformed payloads):
+    the table, an injected client (built lazily when absent) and the rows' time to live."""
+
+    def __init__(self, table_name: str, *, client: Any = None, ttl_days: int = 7) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._ttl_s = ttl_days * 86400
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client("dynamodb")
+        return self._client

@@ -6,9 +6,6 @@ once its lease lapses (the ledger dedupes whatever it had already put on the str
 
 from __future__ import annotations
 
-from typing import Any
-
-import boto3
 from botocore.exceptions import ClientError
 
 from sluice import items
@@ -17,18 +14,7 @@ KICKOFF_PK = "#kickoff"
 RUNNING, DONE = "in_progress", "done"
 
 
-class KickoffMarker:
-    def __init__(self, table_name: str, *, client: Any = None, ttl_days: int = 7) -> None:
-        self.table_name = table_name
-        self._client = client
-        self._ttl_s = ttl_days * 86400
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
-
+class KickoffMarker(items.TableRows):
     def start(self, day: str, now: float, lease_s: float) -> bool:
         """Take the day's kickoff, unless it is done or another run holds a live lease."""
         try:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import boto3
-
 from sluice import items
 from sluice.ledger import PARKED
 
@@ -18,18 +16,7 @@ MALFORMED_PK = "#malformed"
 KEEP_BYTES = 4096
 
 
-class MalformedStore:
-    def __init__(self, table_name: str, *, client: Any = None, ttl_days: int = 7) -> None:
-        self.table_name = table_name
-        self._client = client
-        self._ttl_s = ttl_days * 86400
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = boto3.client("dynamodb")
-        return self._client
-
+class MalformedStore(items.TableRows):
     def park(self, *, shard_id: str, sequence_number: str, day: str, reason: str, data: bytes,
              now: float) -> None:
         item = {
