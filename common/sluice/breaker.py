@@ -27,6 +27,7 @@ HOLD_DELIVERY_S = 900.0  # how long a held record keeps deliveries bigger
 # While a record is held, deliveries bring this many records (calls stay at the learned size,
 # in waves), so the records behind it are called and can witness that the provider serves.
 HELD_DELIVERY = 100
+PROBE_DELIVERY = 100  # half-open: records delivered to choose the one probe call from
 
 
 @dataclass(frozen=True)
@@ -79,18 +80,19 @@ def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
     """What the event source mapping should be. Level-triggered: compare, then converge.
 
     The size is the learned batch size (the mapping's own until one is learned), clamped to
-    the per-ventilator cap; half-open, 2 (the ventilator makes one call: the probe); while a
-    record is held, at least ``HELD_DELIVERY``, so the held record never arrives without
-    records behind it (the call cap stays at the learned size: the ventilator runs waves).
+    the per-ventilator cap; half-open, ``PROBE_DELIVERY`` records (the ventilator makes one
+    call: the probe, on the least-tried record); while a record is held, at least
+    ``HELD_DELIVERY``, so the held record never arrives without records behind it (the call
+    cap stays at the learned size: the ventilator runs waves).
     """
-    size = state.batch_size or fallback_size
+    size = max(1, min(max_size, state.batch_size or fallback_size))
     if state.breaker == HALF_OPEN:
-        # One probe call, chosen from a delivery of two: a record that failed before would
-        # test itself rather than the provider (a poison record must not be the probe).
-        size = 2
+        # One probe call, chosen from a whole delivery: a record that failed before would
+        # test itself rather than the provider (a poison record at the head of the shard
+        # must not be the probe, every time), so the probe is the least-tried record of many.
+        size = PROBE_DELIVERY
     elif state.breaker != CLOSED:
         size = 1
-    size = max(1, min(max_size, size))
     if now < state.held_until:
         size = max(size, HELD_DELIVERY)
     return MappingSpec(state.mapping_enabled, size)

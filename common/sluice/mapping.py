@@ -1,4 +1,5 @@
-"""The ventilator's own event source mapping: its BatchSize is the provider's concurrency.
+"""The ventilator's own event source mapping: enabled or not, its BatchSize, and always
+ReportBatchItemFailures.
 
 Only the calls sluice needs, with the mapping's UUID cached per container (one list call per
 cold start, one get per batch) and updates made only when something changes. While a mapping
@@ -23,6 +24,7 @@ CONFLICT_CODES = frozenset({"ResourceConflictException", "ResourceInUseException
                             "TooManyRequestsException", "ThrottlingException"})
 
 UNCHANGED, UPDATED, DEFERRED = "unchanged", "updated", "deferred"
+REPORT_ITEM_FAILURES = "ReportBatchItemFailures"
 
 
 class MappingNotFound(LookupError):
@@ -95,12 +97,18 @@ class MappingClient:
             raise
 
     def apply(self, view: MappingView, *, enabled: bool, batch_size: int) -> str:
-        """Make the mapping match; ``deferred`` when it is still settling from an earlier update."""
+        """Make the mapping match; ``deferred`` when it is still settling from an earlier update.
+
+        Always part of the spec: ReportBatchItemFailures. Without it Lambda retries a whole
+        batch for one record; a record held for a witness (see ``verdicts``) would then never
+        get one, the same batch coming back with its other records already fetched."""
         changes: dict[str, Any] = {}
         if batch_size != view.batch_size:
             changes["BatchSize"] = batch_size
         if enabled != view.enabled:
             changes["Enabled"] = enabled
+        if not view.reports_item_failures:
+            changes["FunctionResponseTypes"] = [REPORT_ITEM_FAILURES]
         if not changes:
             return UNCHANGED
         if view.settling:
@@ -120,5 +128,5 @@ def _view(raw: dict[str, Any]) -> MappingView:
         batch_size=int(raw.get("BatchSize", 1)),
         state=raw.get("State", "Enabled"),
         event_source_arn=raw.get("EventSourceArn", ""),
-        reports_item_failures="ReportBatchItemFailures" in raw.get("FunctionResponseTypes", []),
+        reports_item_failures=REPORT_ITEM_FAILURES in raw.get("FunctionResponseTypes", []),
     )

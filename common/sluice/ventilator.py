@@ -163,6 +163,7 @@ class Ventilator:
             error_rate_threshold=settings.error_rate_threshold,
         )
         self._last_view: MappingView | None = None
+        self._item_failures_settled = False
         # A call may start only if the ventilator can outlive it: the worker's timeout plus
         # the lease margin (the Invoke's own slack) must fit in the Lambda's remaining time.
         self._call_budget_ms = (settings.worker_timeout_s + settings.lease_margin_s) * 1000
@@ -176,7 +177,7 @@ class Ventilator:
         day = local_day(now, self.settings.zone)
         report = BatchReport()
         view = self._find(stream_arn, report)
-        report.reports_item_failures = view.reports_item_failures if view else None
+        report.reports_item_failures = self._reports_item_failures(view)
         loaded = self._track_window(self.control.load())
         state = loaded
         if state.batch_size == 0 and view is not None:  # first batch ever: learn the size
@@ -254,6 +255,17 @@ class Ventilator:
         except Exception as exc:  # throttled or down: decide without it, converge next time
             report.problems.append(f"mapping_read_{type(exc).__name__}")
         return self._last_view
+
+    def _reports_item_failures(self, view: MappingView | None) -> bool | None:
+        """Whether Lambda honours a batchItemFailures response now. While the mapping settles
+        its answer shows the requested configuration, not the one in force: until this
+        container has seen ReportBatchItemFailures settled, a response Lambda would ignore
+        (losing the records handed back) is not risked: the batch is handed back whole."""
+        if view is None:
+            return None
+        if view.reports_item_failures and not view.settling:
+            self._item_failures_settled = True
+        return view.reports_item_failures and (self._item_failures_settled or not view.settling)
 
     def _track_window(self, state: ControlState) -> ControlState:
         window_open = self.window.is_open(self.window_clock())

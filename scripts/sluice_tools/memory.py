@@ -152,6 +152,7 @@ class MemoryControl:
 class MappingConfig:
     batch_size: int
     enabled: bool
+    reports_item_failures: bool = True
 
 
 class MemoryMapping:
@@ -164,12 +165,11 @@ class MemoryMapping:
                  stream_arn: str = "arn:aws:kinesis:sim:0:stream/sim",
                  reports_item_failures: bool = True,
                  delay: Callable[[], float] | None = None) -> None:
-        self.config = MappingConfig(batch_size, True)
+        self.config = MappingConfig(batch_size, True, reports_item_failures)
         self.clock = clock
         self.update_delay_s = update_delay_s
         self.delay = delay or (lambda: self.update_delay_s)
         self.stream_arn = stream_arn
-        self.reports_item_failures = reports_item_failures
         self.pending: tuple[float, MappingConfig, str] | None = None
         self.updates = 0
         self.refusals: list[Callable[[dict[str, Any]], str]] = []  # fault hooks -> error code
@@ -187,14 +187,15 @@ class MemoryMapping:
         if self.pending:
             _, wanted, transition = self.pending
             return MappingView("mem", wanted.batch_size, transition, self.stream_arn,
-                               self.reports_item_failures)
+                               wanted.reports_item_failures)
         state = "Enabled" if self.config.enabled else "Disabled"
         return MappingView("mem", self.config.batch_size, state, self.stream_arn,
-                           self.reports_item_failures)
+                           self.config.reports_item_failures)
 
     def apply(self, view: MappingView, *, enabled: bool, batch_size: int) -> str:
         current = self.find()
-        if batch_size == current.batch_size and enabled == (current.state in ENABLED_STATES):
+        if batch_size == current.batch_size and enabled == (current.state in ENABLED_STATES) \
+                and current.reports_item_failures:
             return UNCHANGED
         if self.pending is not None:
             return DEFERRED  # ResourceConflictException: still settling
@@ -204,7 +205,8 @@ class MemoryMapping:
         self.updates += 1
         transition = ("Updating" if enabled == self.config.enabled
                       else "Enabling" if enabled else "Disabling")
-        self.pending = (self.clock() + self.delay(), MappingConfig(batch_size, enabled),
+        # ReportBatchItemFailures is always part of the spec (see ``MappingClient.apply``).
+        self.pending = (self.clock() + self.delay(), MappingConfig(batch_size, enabled, True),
                         transition)
         return UPDATED
 

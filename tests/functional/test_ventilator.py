@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from sluice.breaker import CLOSED, HALF_OPEN, OPENED
+from sluice.breaker import CLOSED, HALF_OPEN, OPENED, PROBE_DELIVERY
 from sluice.errors import RetryBatch
 from sluice.ledger import FETCHED, PARKED
 from sluice_tools.fake_provider import FailingIds
@@ -274,8 +274,9 @@ def open_circuit(demo):
 def test_rearm_probes_at_one_and_a_healthy_probe_closes(demo):
     control = open_circuit(demo)
     assert demo.rearm()["action"] == "half_open"
-    # One probe call, chosen from a delivery of two (a record that failed is a bad probe).
-    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled", 2)
+    # One probe call, chosen from a whole delivery (a record that failed is a bad probe).
+    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled",
+                                                                       PROBE_DELIVERY)
     assert control.load().breaker == HALF_OPEN
     demo.ventilate(demo.event(["probe"]))
     state = control.load()

@@ -7,7 +7,7 @@ from dataclasses import replace
 import boto3
 import pytest
 
-from sluice.breaker import OPENED
+from sluice.breaker import OPENED, PROBE_DELIVERY
 
 NIGHTS = {"allowed_hours": "22:00-06:00", "maintenance_windows": "sun 02:00-04:00"}
 pytestmark = pytest.mark.parametrize("demo_overrides", [NIGHTS])
@@ -62,8 +62,9 @@ def test_an_open_circuit_reopens_half_open_when_the_window_opens(demo):
     demo.aws.lambdas.update_mapping(demo.deployed.mapping_uuids[0], {"Enabled": False})
     set_time(demo, "22:10")
     assert demo.rearm()["action"] == "half_open"
-    # Half-open: deliveries of two, one probe call among them.
-    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled", 2)
+    # Half-open: one probe call, chosen from a whole delivery.
+    assert (demo.mapping()["State"], demo.mapping()["BatchSize"]) == ("Enabled",
+                                                                       PROBE_DELIVERY)
     assert demo.deployed.runtime.control().load().probe_available
 
 

@@ -82,3 +82,41 @@ def test_backlog_is_unknown_until_todays_enqueues_are_counted():
 
     assert backlog({"fetched": 3}) is None
     assert backlog({"enqueued": 10, "fetched": 6, "skipped": 1, "parked": 1}) == 2
+
+
+def test_item_failures_are_trusted_only_once_the_mapping_reports_them_settled():
+    """A mapping created without ReportBatchItemFailures (the plain `chalice deploy` path) is
+    converged to report them; while that update settles the API already answers with the new
+    configuration, but Lambda still ignores a batchItemFailures response, which would lose
+    the records handed back: the batch is handed back whole until the change has settled."""
+    from sluice.invoker import WorkerResult
+    from sluice.settings import load_settings
+    from sluice.ventilator import StreamRecord, Ventilator
+    from sluice_tools.memory import InlineFanOut, MemoryDayCounts, MemoryLedger, MemoryMalformed
+
+    clock = Clock()
+    mapping = MemoryMapping(2, clock, update_delay_s=30.0, reports_item_failures=False)
+    settings = load_settings(provider="p", stream_name="s", table_name="t", result_bucket="b",
+                             worker_function="w", ventilator_function="v", timezone="UTC",
+                             max_concurrency=2)
+    ventilator = Ventilator(
+        settings, ledger=MemoryLedger(), control=MemoryControl(), mapping=mapping,
+        invoke=lambda payload: WorkerResult(False, 5.0, error="http_503"),
+        counts=MemoryDayCounts(), malformed=MemoryMalformed(), fan_out=InlineFanOut(),
+        clock=clock, emit=lambda doc: None)
+
+    def deliver(n: int):
+        records = [StreamRecord(str(n * 10 + i), "shardId-0",
+                                f'{{"record_id": "r{n}-{i}"}}'.encode()) for i in range(2)]
+        clock.now += 1
+        return ventilator.handle(records, mapping.stream_arn)
+
+    first = deliver(1)
+    assert first.retry and first.reports_item_failures is False  # RetryBatch: whole batch
+    assert mapping.find().reports_item_failures and mapping.find().settling  # asked for
+    settling = deliver(2)
+    assert settling.retry and settling.reports_item_failures is False  # not in force yet
+    clock.now += 60
+    settled = deliver(3)
+    assert settled.retry and settled.reports_item_failures is True
+    assert mapping.effective().reports_item_failures

@@ -68,18 +68,58 @@ class VirtualFanOut:
             engine.now = heapq.heappop(slots)
             engine.apply_worker_writes()
             engine.call_latency_s = 0.0
-            engine.chaos.before_task(engine)
+            try:
+                engine.chaos.before_task(engine)
+            except VentilatorKilled:
+                # Dead now: what it would have written when its running calls answered
+                # never happens; their leases stay until they lapse.
+                engine.drop_ventilator_writes(after=engine.now)
+                raise
+            engine.in_call = True
             try:
                 results.append(task())
             except VentilatorKilled:
                 raise
             except Exception as exc:
                 results.append(exc)
+            finally:
+                engine.in_call = False
             end = engine.now + engine.call_latency_s
             latest = max(latest, end)
             heapq.heappush(slots, end)
         engine.now = latest
+        engine.apply_worker_writes()
         return results
+
+
+class _CallEndLedger:
+    """The ledger as the ventilator sees it in virtual time. Tasks run one after another at
+    their start times, but the ventilator writes a call's outcome (complete, fail, release)
+    when the call *ends*: those writes are queued to land then, and a ventilator killed
+    before a call ended never writes its outcome (the call's lease stays live)."""
+
+    def __init__(self, engine: Simulation, ledger: MemoryLedger) -> None:
+        self.engine, self.ledger = engine, ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)  # lookup, get, claim, settle_failure: at once
+
+    def _at_call_end(self, write: Any, *args: Any, **kwargs: Any) -> bool:
+        engine = self.engine
+        if not engine.in_call:
+            return write(*args, **kwargs)
+        engine.queue_write(engine.now + engine.call_latency_s,
+                           lambda at: write(*args[:-1], at, **kwargs), ventilator=True)
+        return True
+
+    def complete(self, record_id: str, day: str, token: str, now: float) -> bool:
+        return self._at_call_end(self.ledger.complete, record_id, day, token, now)
+
+    def fail(self, record_id: str, day: str, token: str, now: float, **kwargs: Any) -> Any:
+        return self._at_call_end(self.ledger.fail, record_id, day, token, now, **kwargs)
+
+    def release(self, record_id: str, day: str, token: str, now: float) -> bool:
+        return self._at_call_end(self.ledger.release, record_id, day, token, now)
 
 
 @dataclass
@@ -179,11 +219,13 @@ class Simulation:
         self._active: list[float] = []  # end times of calls that may still be in flight
         self.call_latency_s = 0.0
         self.delivery_concurrency = 1
-        self._worker_writes: list[tuple[float, int, tuple[str, str], str]] = []
+        # Ledger writes that land when a call ends: (at, order, write, by the ventilator).
+        self._writes: list[tuple[float, int, Any, bool]] = []
+        self.in_call = False
         self._write_order = itertools.count()
         self._open_since: float | None = None
         self.ventilator = Ventilator(
-            self.settings, ledger=self.ledger, control=self.control, mapping=self.mapping,
+            self.settings, ledger=_CallEndLedger(self, self.ledger), control=self.control, mapping=self.mapping,
             invoke=self._invoke, counts=self.counts, malformed=self.malformed,
             fan_out=VirtualFanOut(self), clock=self.clock, emit=self._emit,
         )
@@ -236,19 +278,28 @@ class Simulation:
         # The worker marks the record fetched itself, right after storing it: at the call's
         # end, so until then the record is in progress under a live lease (a retry beside a
         # killed ventilator's orphaned calls sees them as such, as it would in AWS).
-        end, token = self.now + latency_s, payload["claim_token"]
-        heapq.heappush(self._worker_writes, (end, next(self._write_order), key, token))
+        token = payload["claim_token"]
+        self.queue_write(self.now + latency_s,
+                         lambda at: self.ledger.complete(*key, token, at), ventilator=False)
         if fault == "connection_dropped":  # the worker ran; the ventilator cannot know
             return WorkerResult(False, ms, error="invoke_ReadTimeoutError",
                                 kind=verdicts.AMBIGUOUS)
         return WorkerResult(True, ms, recorded=True)
 
+    def queue_write(self, at: float, write: Any, *, ventilator: bool) -> None:
+        heapq.heappush(self._writes, (at, next(self._write_order), write, ventilator))
+
+    def drop_ventilator_writes(self, *, after: float) -> None:
+        self._writes = [w for w in self._writes if not (w[3] and w[0] > after)]
+        heapq.heapify(self._writes)
+
     def apply_worker_writes(self, until: float | None = None) -> None:
-        """The workers' "fetched" writes whose calls have ended by ``until`` (default: now)."""
+        """The ledger writes (the workers' and the ventilator's) of calls that have ended by
+        ``until`` (default: now)."""
         until = self.now if until is None else until
-        while self._worker_writes and self._worker_writes[0][0] <= until:
-            end, _, key, token = heapq.heappop(self._worker_writes)
-            self.ledger.complete(*key, token, end)
+        while self._writes and self._writes[0][0] <= until:
+            at, _, write, _ = heapq.heappop(self._writes)
+            write(at)
 
     def _emit(self, doc: dict[str, Any]) -> None:
         if doc.get("event") == "batch":
@@ -340,7 +391,8 @@ class Simulation:
             duration = (self.now - started) + BATCH_OVERHEAD_S
             if report is not None:
                 duration += report.backoff_s
-                checkpoints[shard] = self._advance(checkpoints[shard], batch, report)
+                checkpoints[shard] = self._advance(checkpoints[shard], batch, report,
+                                                   honoured=config.reports_item_failures)
                 if report.retry and not report.reports_item_failures:
                     retry_batches[shard] = batch  # RetryBatch: the same batch again
             self.now = started
@@ -363,10 +415,15 @@ class Simulation:
         self.mapping.effective()
 
     @staticmethod
-    def _advance(checkpoint: int, batch: list[StreamRecord], report: BatchReport) -> int:
+    def _advance(checkpoint: int, batch: list[StreamRecord], report: BatchReport, *,
+                 honoured: bool) -> int:
         retry = set(report.retry)
         if retry and not report.reports_item_failures:
             return checkpoint  # RetryBatch: the whole batch comes back
+        if not honoured:
+            # A mapping without ReportBatchItemFailures ignores the response: as AWS does,
+            # the whole batch counts as done (what the ventilator handed back is lost).
+            return checkpoint + len(batch)
         for i, record in enumerate(batch):
             if record.sequence_number in retry:
                 return checkpoint + i  # ReportBatchItemFailures: resume at the lowest failed
@@ -394,12 +451,29 @@ class Simulation:
             periods.append((start, self.t()))
         return periods
 
+    def _waiting_for_a_witness(self, states: dict[str, str]) -> set[str]:
+        """Records held for a witness with nothing left to witness them: each failed alone
+        again and again, and every other record was finished, so none was served after its
+        last failure. Not lost: it waits on the stream, blocking nothing, until a record put
+        behind it (the next day's kickoff, an ad-hoc request) is served, and is then parked
+        if it fails again. Counted apart, and only when nothing else is unfinished."""
+        unfinished = {rid for rid in self.unique_ids if states.get(rid) not in
+                      ("fetched", "parked")}
+        held = set()
+        for rid in unfinished & self.chaos.poison:  # a healthy record held is a bug: lost
+            entries = [e for (r, _), e in self.ledger.entries.items() if r == rid]
+            if entries and all(verdicts.is_held(e.blamed, e.suspects, self.settings.max_attempts)
+                               for e in entries):
+                held.add(rid)
+        return held if held == unfinished else set()
+
     def _summary(self, makespan: float) -> dict[str, Any]:
         s = self.settings
         states = self.ledger.final_states()
         fetched = sum(1 for rid in self.unique_ids if states.get(rid) == "fetched")
         parked = sum(1 for rid in self.unique_ids if states.get(rid) == "parked")
-        lost = len(self.unique_ids) - fetched - parked
+        waiting = self._waiting_for_a_witness(states)
+        lost = len(self.unique_ids) - fetched - parked - len(waiting)
         hostile_parked = len(self.malformed.items)
         lost += max(0, self.hostile - hostile_parked)
         parked_wrongly = sum(1 for rid in self.unique_ids
@@ -428,9 +502,11 @@ class Simulation:
             "seed": self.seed,
             "records": self.records_put,
             "fetched": fetched,
-            "skipped_duplicates": self.records_put - fetched - parked - lost - hostile_parked,
+            "skipped_duplicates": self.records_put - fetched - parked - lost - len(waiting)
+            - hostile_parked,
             "parked": parked + hostile_parked,
             "lost": lost,
+            "held_waiting": len(waiting),
             "duplicate_fetches": duplicates,
             "max_in_flight": max_in_flight,
             "max_concurrency": s.max_concurrency,
