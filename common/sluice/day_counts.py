@@ -2,6 +2,11 @@
 
 Approximate by design (a ventilator killed mid-batch does not count its batch); the record
 ledger is the truth, the counters are what an operator glances at.
+
+``enqueued`` has two writers: ad-hoc feeds ADD here, and the scheduled kickoff keeps its count
+in its own marker (``put``, written in the same conditional write as its progress, so a run
+that dies and is resumed never counts a chunk twice, and no kickoff write touches this row
+while ventilators ADD to it). ``get`` adds the two.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sluice import items
+from sluice.kickoff_marker import KICKOFF_PK
 
 STATS_PK = "#stats"
 
@@ -31,10 +37,18 @@ class DayCounts(items.TableRows):
         )
 
     def get(self, day: str) -> dict[str, int]:
+        plain = self._row(STATS_PK, day)
+        counts = {k: int(v) for k, v in plain.items() if k not in ("pk", "sk", "expires_at")}
+        kickoff = self._row(KICKOFF_PK, day)
+        # A marker without ``put`` (written before markers counted) was ADDed here instead.
+        if "put" in kickoff:
+            counts["enqueued"] = counts.get("enqueued", 0) + int(kickoff["put"])
+        return counts
+
+    def _row(self, pk: str, day: str) -> dict:
         item = self.client.get_item(TableName=self.table_name,
-                                    Key=items.key(STATS_PK, day)).get("Item")
-        plain = items.decode(item) if item else {}
-        return {k: int(v) for k, v in plain.items() if k not in ("pk", "sk", "expires_at")}
+                                    Key=items.key(pk, day)).get("Item")
+        return items.decode(item) if item else {}
 
 
 def backlog(counts: dict[str, int]) -> int | None:

@@ -162,14 +162,14 @@ def test_a_missing_input_file_is_nothing_today_even_when_s3_says_403():
     stub.add_response("list_objects_v2", {"KeyCount": 0},
                       {"Bucket": "b", "Prefix": KEY, "MaxKeys": 1})
     with stub:
-        assert list(ids_from_bucket(DAY, settings(), client=client)) == []
+        assert ids_from_bucket(DAY, settings(), client=client) is None  # no file (yet)
 
 
 def test_a_404_is_nothing_today():
     client, stub = s3_stubbed()
     stub.add_client_error("get_object", "NoSuchKey", http_status_code=404)
     with stub:
-        assert list(ids_from_bucket(DAY, settings(), client=client)) == []
+        assert ids_from_bucket(DAY, settings(), client=client) is None  # no file (yet)
 
 
 def test_a_403_on_a_file_that_exists_is_a_real_denial():
@@ -185,7 +185,7 @@ def test_a_403_we_cannot_tell_apart_is_nothing_today_with_a_warning(caplog):
     stub.add_client_error("get_object", "AccessDenied", http_status_code=403)
     stub.add_client_error("list_objects_v2", "AccessDenied", http_status_code=403)
     with stub:
-        assert list(ids_from_bucket(DAY, settings(), client=client)) == []
+        assert ids_from_bucket(DAY, settings(), client=client) is None  # no file (yet)
     assert "s3:ListBucket" in caplog.text
 
 
