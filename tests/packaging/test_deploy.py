@@ -186,10 +186,12 @@ def test_dev_and_prod_deploy_side_by_side_in_one_account(demo_stages, aws, monke
     assert changed == {".chalice/deploy/deployed-dev.json", ".chalice/deploy/deployed-prod.json"}
 
 
-# What each function's code calls (service:action), from the runtime package.
+# What each function's code calls (service:action), from the runtime package. Which rows each
+# DynamoDB action may touch, and that the code really makes these calls (and no others), is
+# checked against a recorded run on the local stack: tests/functional/test_iam_calls.py.
 NEEDED = {
     "ventilator": {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem",
-                   "dynamodb:UpdateItem", "dynamodb:Query", "lambda:InvokeFunction",
+                   "dynamodb:UpdateItem", "lambda:InvokeFunction",
                    "lambda:GetEventSourceMapping", "lambda:UpdateEventSourceMapping",
                    "lambda:ListEventSourceMappings", "kinesis:GetRecords",
                    "kinesis:GetShardIterator", "kinesis:DescribeStream",
@@ -197,13 +199,12 @@ NEEDED = {
                    "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"},
     "worker": {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "dynamodb:UpdateItem",
                "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"},
-    "rearm": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-              "kinesis:DescribeStreamSummary", "lambda:GetEventSourceMapping",
-              "lambda:UpdateEventSourceMapping", "lambda:ListEventSourceMappings",
+    "rearm": {"dynamodb:GetItem", "dynamodb:PutItem", "kinesis:DescribeStreamSummary",
+              "lambda:GetEventSourceMapping", "lambda:UpdateEventSourceMapping",
+              "lambda:ListEventSourceMappings",
               "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"},
-    "kickoff": {"s3:GetObject", "s3:ListBucket", "kinesis:PutRecords", "kinesis:PutRecord",
-                "dynamodb:PutItem", "dynamodb:UpdateItem", "logs:CreateLogGroup",
-                "logs:CreateLogStream", "logs:PutLogEvents"},
+    "kickoff": {"s3:GetObject", "s3:ListBucket", "kinesis:PutRecords", "dynamodb:UpdateItem",
+                "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"},
 }
 UNSCOPED = {"lambda:ListEventSourceMappings"}  # AWS offers no resource-level permission
 
@@ -244,6 +245,37 @@ def test_each_policy_grants_what_its_function_needs_and_no_more(provider):
             if "s3:ListBucket" in actions:  # so a missing key answers 404, on our prefix only
                 (prefix,) = condition["StringLike"]["s3:prefix"]
                 assert prefix.startswith((f"results/{provider}/", f"inputs/{provider}/"))
+
+
+# DynamoDB action -> the rows it may touch ("record": ids, never a '#' row), per function.
+ROWS = {
+    "ventilator": {"dynamodb:BatchGetItem": {"record"},
+                   "dynamodb:UpdateItem": {"record", "#stats"},
+                   "dynamodb:GetItem": {"#control"},
+                   "dynamodb:PutItem": {"#control", "#malformed"}},
+    "worker": {"dynamodb:UpdateItem": {"record"}},
+    # The Backlog metric: DayCounts.get reads #stats and the day's #kickoff (its ``put``).
+    "rearm": {"dynamodb:GetItem": {"#control", "#stats", "#kickoff"},
+              "dynamodb:PutItem": {"#control"}},
+    # start, advance, release, finish: conditional UpdateItems on the day's marker only.
+    "kickoff": {"dynamodb:UpdateItem": {"#kickoff"}},
+}
+
+
+def test_each_dynamodb_grant_names_the_rows_it_may_touch():
+    settings = provider_settings("demo", "dev", account=ACCOUNT, region=REGION)
+    found: dict[str, dict[str, set[str]]] = {}
+    for handler, document in function_policies(settings, literal_arn(REGION, ACCOUNT)).items():
+        rows = found[handler] = {}
+        for actions, _, condition in statements(document, with_condition=True):
+            for action in (a for a in actions if a.startswith("dynamodb:")):
+                if condition == {"ForAllValues:StringNotLike": {"dynamodb:LeadingKeys": ["#*"]}}:
+                    keys = ["record"]
+                else:  # no LeadingKeys condition: every row of the table ("*")
+                    keys = condition.get("ForAllValues:StringEquals", {}).get(
+                        "dynamodb:LeadingKeys", ["*"])
+                rows.setdefault(action, set()).update(keys)
+    assert {h: r for h, r in found.items() if r} == ROWS
 
 
 def test_the_worker_may_update_record_items_only():
