@@ -52,6 +52,9 @@ class ControlState:
     held_until: float = 0.0  # a record failed alone too often: deliveries of >= 2 until then
     lone_failures: int = 0  # suspect failures since the provider last served a call
     last_served_at: float = 0.0  # the last delivery (any shard) in which the provider served
+    # Window dispatch: records per delivery while closed (``delivery.delivery_size``); 0 in
+    # batch dispatch, where a delivery is the batch size (the concurrency).
+    delivery: int = 0
     version: int = 0  # optimistic-lock counter, bumped by every stored change
 
     @property
@@ -80,12 +83,15 @@ def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
     """What the event source mapping should be. Level-triggered: compare, then converge.
 
     The size is the learned batch size (the mapping's own until one is learned), clamped to
-    the per-ventilator cap; half-open, ``PROBE_DELIVERY`` records (the ventilator makes one
-    call: the probe, on the least-tried record); while a record is held, at least
+    the per-ventilator cap, or in window dispatch the delivery size; half-open,
+    ``PROBE_DELIVERY`` records (the ventilator makes one call: the probe, on the least-tried
+    record); while a record is held, at least
     ``HELD_DELIVERY``, so the held record never arrives without records behind it (the call
     cap stays at the learned size: the ventilator runs waves).
     """
     size = max(1, min(max_size, state.batch_size or fallback_size))
+    if state.delivery:  # window dispatch: the limit applies to calls, not to deliveries
+        size = max(size, state.delivery)
     if state.breaker == HALF_OPEN:
         # One probe call, chosen from a whole delivery: a record that failed before would
         # test itself rather than the provider (a poison record at the head of the shard

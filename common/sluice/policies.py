@@ -84,15 +84,16 @@ class Policy(ABC):
     def clamp(self, size: int) -> int:
         return max(1, min(self.max_size, size))
 
-    def serving(self, recent: Sequence[Sample]) -> bool:
+    def serving(self, recent: Sequence[Sample], *, error_rate: float | None = None) -> bool:
         """Whether the recent samples show a provider that is serving: enough of them
         (``SERVING_MIN_SAMPLES``) and an error rate within the threshold (a provider with a
         base error rate serves too). Used to tell a lone bad record from a provider going
-        down (``sluice.verdicts``)."""
+        down (``sluice.verdicts``); ``error_rate`` asks for a stricter rate than the threshold."""
         if len(recent) < SERVING_MIN_SAMPLES:
             return False
         errors = sum(1 for s in recent if not s.ok)
-        return errors / len(recent) <= self.error_rate_threshold
+        limit = self.error_rate_threshold if error_rate is None else error_rate
+        return errors / len(recent) <= limit
 
     @abstractmethod
     def decide(

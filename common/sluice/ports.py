@@ -49,8 +49,11 @@ class ShardsPort(Protocol):
 
 
 class FanOutPort(Protocol):
-    def run(self, tasks: Sequence[Callable[[], T]], limit: int) -> list[T]:
-        """Run every task, at most ``limit`` at a time, starting the next as soon as one
-        ends (a sliding window, not waves); results in task order. A task that raises is
-        returned as the exception."""
+    def run(self, tasks: Sequence[Callable[[], T]], limit: int | Callable[[], int], *,
+            on_done: Callable[[int, object], None] | None = None,
+            most: int | None = None) -> list[T | BaseException | None]:
+        """Run the tasks, at most ``limit`` at a time (read before each start when callable;
+        0 starts nothing more), starting the next as soon as one ends (a sliding window, not
+        waves); results in task order, None for a task never started. A task that raises is
+        returned as the exception; ``on_done(index, result)`` as each ends."""
         ...

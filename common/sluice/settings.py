@@ -8,7 +8,7 @@ A bad value fails the cold start with a message that names the variable, not a s
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -45,6 +45,13 @@ class ProviderSettings(BaseSettings):
     latency_threshold_ms: float = Field(1000.0, gt=0)
     error_rate_threshold: float = Field(0.2, ge=0, le=1)
     policy: str = "default"
+    # How a delivery's calls are dispatched. "window": up to the policy's concurrency limit in
+    # flight across a large delivery, the next call starting as soon as one ends; the mapping's
+    # BatchSize is the delivery size (what fits the ventilator's time budget). "batch": the
+    # seed's mechanism, BatchSize = concurrency, each delivery waiting for its slowest call.
+    # The default stays "batch" until the functional suite and the local demo are proven on
+    # window dispatch too (see README, "Dispatch"); the simulator runs both.
+    dispatch: Literal["window", "batch"] = "batch"
 
     max_attempts: int = Field(3, ge=1, le=20)
     # The provider's timezone defines the ledger's "day" (once a day means its local day)

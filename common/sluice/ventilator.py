@@ -29,6 +29,7 @@ from sluice import breaker, verdicts
 from sluice.breaker import ControlState
 from sluice.clock import Clock, local_day, system_clock
 from sluice.day_counts import DayCounts
+from sluice.delivery import delivery_size
 from sluice.fanout import ThreadFanOut
 from sluice.intake import FetchRequest, MalformedRecord, decode_kinesis_data, parse_request
 from sluice.invoker import WorkerResult
@@ -37,7 +38,7 @@ from sluice.malformed import MalformedStore
 from sluice.mapping import MappingView
 from sluice.metrics import Emit, emf_document, stdout_emit
 from sluice.parking import ParkedQueue
-from sluice.policies import Decision, Policy, Sample, make_policy, percentile
+from sluice.policies import OPEN, Decision, Policy, Sample, make_policy, percentile
 from sluice.ports import ControlPort, FanOutPort, LedgerPort, MappingPort
 from sluice.settings import ProviderSettings
 
@@ -46,6 +47,10 @@ O_FETCHED, O_FAILED, O_PARKED = "fetched", "failed", "parked"
 O_SKIPPED, O_DEFERRED, O_MALFORMED = "skipped", "deferred", "malformed"
 RETRY_OUTCOMES = frozenset({O_FAILED, O_DEFERRED})
 MAX_BACKOFF_S = 20.0  # the longest a delivery with nothing to call waits before handing back
+# Blame needs recent errors under this share of the error-rate threshold (see verdicts).
+CLEAN_SHARE = 0.25
+# The Lambda's time when no context tells it (tests, tools): the demo ventilator's timeout.
+DEFAULT_TIME_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class BatchReport:
     backoff_s: float = 0.0  # nothing could be called: wait this long before handing back
     calls: int = 0
     held: bool = False  # a held record waited for company in this delivery
+    cut_at: float = 0.0  # when the policy last lowered the limit in this delivery
     fetched_at: list[float] = field(default_factory=list)  # when its fetched records were
 
     @property
@@ -167,6 +173,7 @@ class Ventilator:
         # A call may start only if the ventilator can outlive it: the worker's timeout plus
         # the lease margin (the Invoke's own slack) must fit in the Lambda's remaining time.
         self._call_budget_ms = (settings.worker_timeout_s + settings.lease_margin_s) * 1000
+        self._budget_s = DEFAULT_TIME_S - self._call_budget_ms / 1000  # set per delivery
 
     # -- the delivery ----------------------------------------------------------------------
 
@@ -190,7 +197,8 @@ class Ventilator:
             # the stream (Kinesis resumes from the checkpoint when the mapping is enabled).
             report.outcomes = [Outcome(r.sequence_number, O_DEFERRED) for r in records]
             return self._finish(report, view, day, started)
-        limit = max(1, min(state.batch_size or cap, cap))
+        self._budget_s = (remaining_ms() / 1000 if remaining_ms is not None
+                          else DEFAULT_TIME_S) - self._call_budget_ms / 1000
         pending = self._triage(records, day, now, report)
         probe = state.breaker == breaker.HALF_OPEN
         if probe and not any(not p.held for p in pending):
@@ -211,7 +219,6 @@ class Ventilator:
                                     for p in pending]
                 report.backoff_s = MAX_BACKOFF_S
                 return self._finish(report, view, day, started)
-            limit = 1
             # The probe: one call, on a record that may be called alone; the rest wait.
             pending = sorted(pending, key=lambda p: (p.held, p.attempts))
             pending, later = pending[:1], pending[1:]
@@ -219,22 +226,25 @@ class Ventilator:
                                         p.request.record_id, "after_probe") for p in later]
         # Calls still running from an earlier attempt of this delivery (a ventilator killed
         # mid-wave, an Invoke whose answer was lost) hold live leases: they count against X.
-        limit -= sum(1 for o in report.outcomes if o.error == "leased")
-        if limit <= 0:
+        leased = sum(1 for o in report.outcomes if o.error == "leased")
+
+        def limit() -> int:
+            """Calls allowed in flight now: the policy's limit under the cap, less the leased;
+            0 once the circuit opens (or a pause, a closed window) while the delivery runs."""
+            current = report.state
+            if probe:
+                return 1 if current.breaker == breaker.HALF_OPEN else 0
+            if current.breaker != breaker.CLOSED or not current.mapping_enabled:
+                return 0
+            return max(0, min(current.batch_size or cap, cap) - leased)
+
+        if limit() <= 0:
             report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
                                         p.request.record_id, "cap_in_use") for p in pending]
             pending = []
-        results = self._dispatch(pending, day, max(1, limit), remaining_ms, report)
-        judgement = verdicts.judge(
-            results,
-            breaker_closed=state.breaker == breaker.CLOSED,
-            provider_serving=(self.policy.serving(state.recent)
-                              and state.lone_failures < self.settings.max_attempts),
-            max_attempts=self.settings.max_attempts,
-            error_rate_threshold=self.settings.error_rate_threshold,
-        )
-        self._settle(judgement, results, day, report)
-        self._learn(judgement, loaded, state, report)
+        self._dispatch(pending, day, limit, remaining_ms, report)
+        if report.held:
+            self._hold(report)
         if not report.calls and report.retry:
             # Nothing could be called and something waits (leased or held records): hand
             # back after a pause rather than in a busy loop.
@@ -319,11 +329,10 @@ class Ventilator:
                                         entry.attempts if entry is not None else 0))
         return pending
 
-    def _dispatch(self, pending: list[_Pending], day: str, limit: int,
-                  remaining_ms: RemainingMs | None,
-                  report: BatchReport) -> list[verdicts.CallResult]:
-        """Claim and call, ``limit`` at a time. A held record is called only after another
-        record of this delivery was served (it needs a witness: see ``verdicts``)."""
+    def _dispatch(self, pending: list[_Pending], day: str, limit: Callable[[], int],
+                  remaining_ms: RemainingMs | None, report: BatchReport) -> None:
+        """Claim, call, judge. A held record is called only after another record of this
+        delivery was served (it needs a witness: see ``verdicts``)."""
         # Served since a record last failed: a record of this delivery fetched after it, or
         # any shard's delivery, provided the provider's latest judged call went well.
         state = report.state
@@ -334,37 +343,61 @@ class Ventilator:
                 lately > p.failed_at or any(t > p.failed_at for t in report.fetched_at))
         normal = [p for p in pending if not p.held]
         held = [p for p in pending if p.held]
-        results = self._run(normal, day, limit, remaining_ms, report)
-        served_now = any(r.kind in (verdicts.OK, verdicts.PERMANENT) for r in results)
+        served_now = self._run(normal, day, limit, remaining_ms, report)
         # Served in this delivery (after any earlier failure by construction), or in an
         # earlier attempt of it after the held record last failed.
         witnessed = [p for p in held if served_now or p.served_since_failure]
         for p in witnessed:
             p.witnessed = True
         if witnessed:
-            results += self._run(witnessed, day, limit, remaining_ms, report)
+            self._run(witnessed, day, limit, remaining_ms, report)
         waiting = [p for p in held if not p.witnessed]
         report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
                                     p.request.record_id, "held") for p in waiting]
         report.held = report.held or bool(waiting)
-        return results
 
-    def _run(self, pending: list[_Pending], day: str, limit: int,
-             remaining_ms: RemainingMs | None,
-             report: BatchReport) -> list[verdicts.CallResult]:
+    def _run(self, pending: list[_Pending], day: str, limit: Callable[[], int],
+             remaining_ms: RemainingMs | None, report: BatchReport) -> bool:
+        """Run the calls and judge them; whether the provider served any.
+
+        Batch dispatch: at most the limit of the delivery's start in flight, one judgement
+        when all have ended (the seed's mechanism: the delivery is the batch). Window
+        dispatch: the limit is read before every start, and each window of completed calls
+        (as many as the limit) is judged as it completes, so the policy moves the limit
+        while the delivery runs, and an opening circuit stops new calls at once."""
+        windowed = self.settings.dispatch == "window"
         tasks = [lambda p=p: self._one(p, day, remaining_ms) for p in pending]
-        results: list[verdicts.CallResult] = []
-        for p, result in zip(pending, self.fan_out.run(tasks, limit), strict=True):
+        calls: list[verdicts.CallResult] = []
+        window = max(1, limit())
+        served = False
+
+        def done(index: int, result: object) -> None:
+            nonlocal window, served
+            p = pending[index]
             seq, rid = p.record.sequence_number, p.request.record_id
             if isinstance(result, BaseException):  # AWS trouble around the call
                 report.outcomes.append(Outcome(seq, O_DEFERRED, rid,
                                                f"error_{type(result).__name__}"))
             elif isinstance(result, Outcome):  # never called: skipped or deferred
                 report.outcomes.append(result)
-            else:
-                results.append(result)
-        report.calls += len(results)
-        return results
+            elif isinstance(result, verdicts.CallResult):
+                report.calls += 1
+                served = served or result.kind in (verdicts.OK, verdicts.PERMANENT)
+                calls.append(result)
+                if windowed and len(calls) >= window:
+                    self._conclude(list(calls), day, report)
+                    calls.clear()
+                    window = max(1, limit())
+
+        results = self.fan_out.run(tasks, limit if windowed else max(1, limit()),
+                                   on_done=done, most=self.cap(report.state))
+        for p, result in zip(pending, results, strict=True):
+            if result is None:  # never started: the circuit opened, or the limit fell to 0
+                report.outcomes.append(Outcome(p.record.sequence_number, O_DEFERRED,
+                                               p.request.record_id, "not_started"))
+        if calls:
+            self._conclude(calls, day, report)
+        return served
 
     def _one(self, p: _Pending, day: str,
              remaining_ms: RemainingMs | None) -> verdicts.CallResult | Outcome:
@@ -419,31 +452,75 @@ class Ventilator:
             report.outcomes.append(Outcome(v.sequence_number, outcome, v.record_id, error,
                                            sample, called=True))
 
-    def _learn(self, judgement: verdicts.Judgement, loaded: ControlState, state: ControlState,
+    def _conclude(self, calls: list[verdicts.CallResult], day: str,
+                  report: BatchReport) -> None:
+        """Judge calls that have ended, write their verdicts, teach the policy."""
+        state = report.state
+        judgement = verdicts.judge(
+            calls,
+            breaker_closed=state.breaker == breaker.CLOSED,
+            provider_serving=(self.policy.serving(state.recent)
+                              and state.lone_failures < self.settings.max_attempts),
+            max_attempts=self.settings.max_attempts,
+            error_rate_threshold=self.settings.error_rate_threshold,
+            serving_cleanly=self.policy.serving(
+                state.recent, error_rate=self.settings.error_rate_threshold * CLEAN_SHARE),
+        )
+        self._settle(judgement, calls, day, report)
+        self._learn(judgement, calls, report)
+
+    def _learn(self, judgement: verdicts.Judgement, calls: list[verdicts.CallResult],
                report: BatchReport) -> None:
-        """Feed the policy and store what it learned, with the breaker's move."""
+        """Feed the policy and store what it learned, with the breaker's move (and, in window
+        dispatch, the delivery size that fits the ventilator's time)."""
         samples = list(judgement.samples)
-        held = judgement.hold or report.held
-        if not samples and not held and not judgement.suspects:
+        if not samples and not judgement.hold and not judgement.suspects:
             return
+        known = report.state
+        # Window dispatch: calls started before the limit was last lowered ran under the old
+        # limit; their failures already caused that cut and must not cut again (one cut per
+        # round trip, as TCP does), or one overload would walk the limit down to an open
+        # circuit. They are judged as records all the same.
+        started = [c.started_at for c in calls]
+        stale = sum(1 for t in started if t < report.cut_at) * 2 > len(started)
 
         def step(current: ControlState) -> ControlState:
             current = current if current.batch_size else replace(
-                current, batch_size=state.batch_size)
+                current, batch_size=known.batch_size)
             if samples:
                 decision = self.policy.decide(current.batch_size, samples, current.recent)
-                report.decision = decision
-                current = breaker.after_batch(current, decision, self.clock())
+                lowers = decision.action == OPEN or decision.size < current.batch_size
+                if not (stale and lowers):
+                    report.decision = decision
+                    current = breaker.after_batch(current, decision, self.clock())
             current = replace(current,
-                              lone_failures=judgement.lone_failures(current.lone_failures))
+                              lone_failures=judgement.lone_failures(current.lone_failures),
+                              delivery=self._delivery(current))
             if judgement.served:
                 current = replace(current, last_served_at=self.clock())
-            return breaker.hold(current, self.clock()) if held else current
+            return breaker.hold(current, self.clock()) if judgement.hold else current
 
+        before = report.state.batch_size
+        self._store(step, report)
+        if report.state.batch_size < before:
+            report.cut_at = self.clock()
+
+    def _hold(self, report: BatchReport) -> None:
+        """A held record waited for company: deliveries bring records behind it a while."""
+        self._store(lambda current: breaker.hold(current, self.clock()), report)
+
+    def _store(self, step: Callable[[ControlState], ControlState], report: BatchReport) -> None:
         try:
-            report.state = self.control.update(step, current=loaded)
+            report.state = self.control.update(step, current=report.state)
         except Exception as exc:  # the ledger has every record's verdict; the policy waits
             report.problems.append(f"control_{type(exc).__name__}")
+
+    def _delivery(self, state: ControlState) -> int:
+        if self.settings.dispatch != "window":
+            return 0
+        return delivery_size(min(state.batch_size or 1, self.cap(state)), state.recent,
+                             budget_s=self._budget_s,
+                             prior_latency_ms=self.settings.latency_threshold_ms)
 
     def _finish(self, report: BatchReport, view: MappingView | None, day: str,
                 started: float) -> BatchReport:
@@ -495,7 +572,8 @@ class Ventilator:
         latencies = [s.latency_ms for s in judged]
         errors = sorted({o.error for o in report.outcomes if o.error} | set(report.problems))
         metrics = {
-            "BatchSize": report.state.batch_size,
+            "BatchSize": report.state.batch_size,  # the concurrency limit, in either dispatch
+            "Delivery": len(report.outcomes),  # records this delivery brought
             "Calls": len(called),
             "Fetched": report.count(O_FETCHED),
             "Failed": report.count(O_FAILED),
@@ -529,7 +607,8 @@ def _call_result(seq: str, rid: str, kind: str, result: WorkerResult, entry: Ent
                                attempts=entry.attempts, blamed=entry.blamed,
                                suspects=entry.suspects,
                                witnessed=witnessed,
-                               served_since_failure=served_since_failure)
+                               served_since_failure=served_since_failure,
+                               started_at=entry.claimed_at)
 
 
 def _seq_key(sequence_number: str) -> tuple[int, int | str]:

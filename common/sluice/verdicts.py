@@ -22,6 +22,9 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
 - Any other failure is the provider's: it feeds the policy and the record just waits on the
   stream, however long the outage lasts.
 - A permanent error (the provider says the record cannot exist) parks at once.
+- Blame needs a provider serving *cleanly* (``serving_cleanly``: its recent error rate well
+  under the threshold): under overload a third of the calls may fail at random, and a
+  record failing three times in a row there is bad luck, not proof.
 - An outcome that is unknown (``ambiguous``: the Invoke may have reached the worker) or a call
   that definitely never started (``rejected``: throttled) is retried later, blames nobody and
   teaches the policy nothing.
@@ -55,6 +58,7 @@ class CallResult:
     # Another record of the delivery was served after this one last failed (too few recent
     # samples to judge the provider, but it does serve): a lone failure is then suspect.
     served_since_failure: bool = False
+    started_at: float = 0.0  # when the call was claimed and started
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ def judge(
     provider_serving: bool,
     max_attempts: int,
     error_rate_threshold: float = 0.2,
+    serving_cleanly: bool = True,
 ) -> Judgement:
     answered = [c for c in calls if c.kind in (OK, FAILED, PERMANENT)]
     served = sum(1 for c in answered if c.kind in (OK, PERMANENT))
@@ -129,7 +134,7 @@ def judge(
                                     reason=f"{c.error} after {c.attempts} attempts while "
                                     "others were served"))
             samples.append(Sample(c.latency_ms, False))
-        elif served > 0 and provider_serving and clean:
+        elif served > 0 and provider_serving and serving_cleanly and clean:
             blamed = c.blamed + 1
             park = blamed + c.suspects >= max_attempts
             reason = f"{c.error} after {c.attempts} attempts while others were served"

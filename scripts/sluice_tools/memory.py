@@ -220,13 +220,20 @@ class MemoryShards:
 
 
 class InlineFanOut:
-    """Runs tasks one after another, in order: for unit tests that need no concurrency."""
+    """Runs tasks one after another, in order: for unit tests that need no concurrency. A
+    limit that falls to 0 (read before each task) starts nothing more."""
 
-    def run(self, tasks: Sequence[Callable[[], T]], limit: int) -> list[T | BaseException]:
-        results: list[T | BaseException] = []
-        for task in tasks:
+    def run(self, tasks: Sequence[Callable[[], T]], limit: int | Callable[[], int], *,
+            on_done: Callable[[int, object], None] | None = None,
+            most: int | None = None) -> list[T | BaseException | None]:
+        results: list[T | BaseException | None] = [None] * len(tasks)
+        for index, task in enumerate(tasks):
+            if (limit() if callable(limit) else limit) <= 0:
+                break
             try:
-                results.append(task())
+                results[index] = task()
             except Exception as exc:
-                results.append(exc)
+                results[index] = exc
+            if on_done is not None:
+                on_done(index, results[index])
         return results

@@ -90,7 +90,8 @@ def mapping_world(request):
     aws = request.getfixturevalue("aws")
     aws.lambdas.clock, aws.lambdas.update_delay_s = clock, 5.0
     aws.lambdas.add_function(LocalFunction("vent", lambda e, c: None))
-    aws.lambdas.create_mapping("vent", STREAM_ARN, batch_size=10)
+    aws.lambdas.create_mapping("vent", STREAM_ARN, batch_size=10,
+                               function_response_types=["ReportBatchItemFailures"])
     return MappingClient("vent"), clock
 
 

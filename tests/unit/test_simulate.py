@@ -78,14 +78,25 @@ def test_default_beats_seed_where_the_provider_degrades(compare):
 
 def test_default_is_as_fast_as_seed_on_the_median_of_three_seeds():
     """Per seed, one unlucky half-open probe (a 1 % base error at the wrong moment) costs a
-    whole rearm interval (10 minutes) whatever the policy: compare medians, not one draw."""
-    def median_makespan(policy):
-        spans = sorted(Simulation(load_scenario("degrade-and-recover").with_records(20_000),
-                                  policy=policy, seed=seed).run()["makespan_s"]
-                       for seed in (1, 2, 3))
-        return spans[1]
+    whole rearm interval (10 minutes) whatever the policy: compare medians, not one draw.
+    Batch dispatch (the seed's mechanism); in window dispatch the seed's rule is a few per
+    cent faster by keeping the limit high through the degradation, at about three times the
+    bad calls (over threshold + failed)."""
+    def median(policy, dispatch, key):
+        runs = [Simulation(load_scenario("degrade-and-recover").with_records(20_000),
+                           policy=policy, seed=seed,
+                           settings_overrides={"dispatch": dispatch}).run()
+                for seed in (1, 2, 3)]
+        return sorted(key(r) for r in runs)[1]
 
-    assert median_makespan("default") <= median_makespan("seed")
+    def makespan(run):
+        return run["makespan_s"]
+
+    def bad_calls(run):
+        return run["calls_failed"] + run["calls_over_threshold"]
+
+    assert median("default", "batch", makespan) <= median("seed", "batch", makespan)
+    assert median("default", "window", bad_calls) * 2 < median("seed", "window", bad_calls)
 
 
 def test_default_keeps_a_steady_provider_busy(compare):

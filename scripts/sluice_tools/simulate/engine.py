@@ -55,39 +55,52 @@ class VirtualFanOut:
     def __init__(self, engine: Simulation) -> None:
         self.engine = engine
 
-    def run(self, tasks, limit):
+    def run(self, tasks, limit, *, on_done=None, most=None):
         engine = self.engine
-        start = engine.now
-        slots = [start] * max(1, min(limit, len(tasks)))
-        heapq.heapify(slots)
-        # Calls starting together are in flight together: each sees the delivery's
-        # concurrency, not just the calls started before it in this loop.
-        engine.delivery_concurrency = len(slots)
-        results, latest = [], start
-        for task in tasks:
-            engine.now = heapq.heappop(slots)
+        results = [None] * len(tasks)
+        running: list[tuple[float, int, Any]] = []  # (end, index, result) of started calls
+        started, now = 0, engine.now
+
+        def current() -> int:
+            return max(0, limit() if callable(limit) else limit)
+
+        while True:
+            # Calls starting together are in flight together: each sees the delivery's
+            # concurrency, not just the calls started before it in this loop.
+            engine.delivery_concurrency = max(1, min(current(), len(tasks) - started
+                                                     + len(running)))
+            while started < len(tasks) and len(running) < current():
+                engine.now = now
+                engine.apply_worker_writes()
+                engine.call_latency_s = 0.0
+                try:
+                    engine.chaos.before_task(engine)
+                except VentilatorKilled:
+                    # Dead now: what it would have written when its running calls answered
+                    # never happens; their leases stay until they lapse.
+                    engine.drop_ventilator_writes(after=engine.now)
+                    raise
+                engine.in_call = True
+                try:
+                    result = tasks[started]()
+                except VentilatorKilled:
+                    raise
+                except Exception as exc:
+                    result = exc
+                finally:
+                    engine.in_call = False
+                heapq.heappush(running, (now + engine.call_latency_s, started, result))
+                started += 1
+            if not running:
+                break
+            end, index, result = heapq.heappop(running)
+            now = max(now, end)
+            engine.now = now
             engine.apply_worker_writes()
-            engine.call_latency_s = 0.0
-            try:
-                engine.chaos.before_task(engine)
-            except VentilatorKilled:
-                # Dead now: what it would have written when its running calls answered
-                # never happens; their leases stay until they lapse.
-                engine.drop_ventilator_writes(after=engine.now)
-                raise
-            engine.in_call = True
-            try:
-                results.append(task())
-            except VentilatorKilled:
-                raise
-            except Exception as exc:
-                results.append(exc)
-            finally:
-                engine.in_call = False
-            end = engine.now + engine.call_latency_s
-            latest = max(latest, end)
-            heapq.heappush(slots, end)
-        engine.now = latest
+            results[index] = result
+            if on_done is not None:
+                on_done(index, result)
+        engine.now = now
         engine.apply_worker_writes()
         return results
 
@@ -304,7 +317,8 @@ class Simulation:
     def _emit(self, doc: dict[str, Any]) -> None:
         if doc.get("event") == "batch":
             self.trace.batches.append({"t": self.t(), **{k: doc[k] for k in (
-                "BatchSize", "Calls", "LatencyP90", "ErrorRate", "breaker", "decision")}})
+                "BatchSize", "Delivery", "Calls", "LatencyP90", "ErrorRate", "breaker",
+                "decision")}})
         elif doc.get("event") == "rearm":
             self.trace.rearms.append((self.t(), doc.get("action", "")))
 

@@ -1,0 +1,165 @@
+"""The physical-limit oracle: closed forms on tiny scenarios, and no simulated run beats it."""
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sluice.window import AccessWindow
+from sluice_tools.scenario import load_scenario, parse_scenario
+from sluice_tools.simulate.engine import Simulation
+from sluice_tools.simulate.oracle import (
+    SAMPLING_DELTA,
+    mean_latency_s,
+    physical_limit,
+    physical_limit_makespan_s,
+)
+
+L = math.log(1 / SAMPLING_DELTA)
+
+
+def scenario(records=1000, capacity=10, p50=100, p90=100, error_rate=0.0, overload=0.3,
+             phases=(), **extra):
+    return parse_scenario({"records": records, "provider": {
+        "capacity": capacity, "latency_ms": {"p50": p50, "p90": p90},
+        "error_rate": error_rate, "overload_error_rate": overload}, "phases": list(phases),
+        **extra})
+
+
+def fluid(s, x, **kwargs):
+    return physical_limit_makespan_s(s, x, delta=None, **kwargs)
+
+
+def test_steady_is_records_times_mean_latency_over_concurrency():
+    assert fluid(scenario(), 10) == pytest.approx(1000 * 0.1 / 10)
+    # Heavy tail: the mean of the log-normal, exp(mu + sigma^2 / 2), not its median.
+    tailed = scenario(p50=100, p90=400)
+    sigma = math.log(4) / 1.2815515655446004
+    assert mean_latency_s(tailed.provider) == pytest.approx(0.1 * math.exp(sigma ** 2 / 2))
+    assert fluid(tailed, 10) == pytest.approx(1000 * 0.1 * math.exp(sigma ** 2 / 2) / 10)
+    # X below the capacity: X in flight.
+    assert fluid(scenario(), 4) == pytest.approx(1000 * 0.1 / 4)
+
+
+def test_capacity_below_x_runs_at_the_capacity():
+    assert fluid(scenario(capacity=4), 10) == pytest.approx(1000 * 0.1 / 4)
+    # Overloading only pays if the provider fails less over capacity than under it (odd, but
+    # then c / mean calls per second, each stretched, at the overload error rate).
+    odd = scenario(capacity=4, error_rate=0.5, overload=0.0)
+    assert fluid(odd, 10) == pytest.approx(1000 * 0.1 / 4)
+    assert fluid(odd, 4) == pytest.approx(1000 * 0.1 / 4 / 0.5)
+
+
+def test_errors_are_retried_and_records_park_at_max_attempts():
+    flaky = scenario(error_rate=0.2)
+    assert fluid(flaky, 10) == pytest.approx(1000 * 0.1 / 10 / 0.8)
+    # Parked at the third failure: a record takes 1 + e + e^2 calls on average.
+    assert fluid(flaky, 10, max_attempts=3) == pytest.approx(
+        1000 * 0.1 / 10 * (1 + 0.2 + 0.04))
+
+
+def test_an_outage_is_waited_out():
+    # 10 s of work; the provider is down from 4 s to 64 s.
+    down = scenario(phases=[{"at": "4s", "outage": True}, {"at": "64s", "outage": False}])
+    assert fluid(down, 10) == pytest.approx(70.0)
+    # Lower capacity from 4 s on: 400 records done, 600 at 4 per 0.1 s.
+    slow = scenario(phases=[{"at": "4s", "capacity": 4}])
+    assert fluid(slow, 10) == pytest.approx(4 + 600 * 0.1 / 4)
+    # Down for good before the end: never.
+    assert fluid(scenario(phases=[{"at": "4s", "outage": True}]), 10) == math.inf
+
+
+def test_a_closed_window_is_waited_out():
+    # 100 records/s; from 01:59 UTC, 60 s of work before the 02:00-02:30 maintenance.
+    s = scenario(records=12_000, start="2026-11-25T01:59")
+    window = AccessWindow.parse("UTC", maintenance_windows=["wed 02:00-02:30"])
+    start = s.start_epoch("UTC", 0.0)
+    assert fluid(s, 10, window=window, start_epoch=start) == pytest.approx(60 + 1800 + 60)
+    # Starting while it is closed: nothing until 02:30.
+    closed = scenario(records=1000, start="2026-11-25T02:10")
+    assert fluid(closed, 10, window=window, start_epoch=closed.start_epoch("UTC", 0.0)) == \
+        pytest.approx(20 * 60 + 10)
+    # Without start_epoch the scenario's start in the window's timezone is used.
+    assert fluid(s, 10, window=window) == pytest.approx(1920)
+
+
+def test_the_bound_allows_for_carry_over_and_sampling_luck():
+    # No variance at all (constant latency, no errors): the margin is Freedman's 2L/3.
+    exact = physical_limit(scenario(), 10)
+    assert exact.carry_records == 0
+    assert exact.margin_records == pytest.approx(2 * L / 3)
+    assert exact.bound_s == pytest.approx((1000 - 2 * L / 3) * 0.1 / 10)
+    # A drop (here an outage) credits the X calls in flight then.
+    down = physical_limit(scenario(phases=[{"at": "4s", "outage": True},
+                                           {"at": "64s", "outage": False}]), 10)
+    assert down.carry_records == 10 and down.bound_s < down.fluid_s
+    # Heavy tails: a few per cent of 20,000 records, a large share of 300.
+    big = physical_limit(scenario(records=20_000, p90=400), 10)
+    small = physical_limit(scenario(records=300, p90=400), 10)
+    assert 0.02 < big.margin_records / 20_000 < 0.06
+    assert small.margin_records / 300 > 0.25
+    assert big.bound_s < big.fluid_s and small.bound_s < small.fluid_s
+    # delta=None is the fluid limit itself.
+    assert physical_limit_makespan_s(scenario(), 10, delta=None) == exact.fluid_s
+    assert physical_limit_makespan_s(scenario(), 10) == exact.bound_s
+
+
+@pytest.mark.parametrize("dispatch", ["batch", "window"])
+@pytest.mark.parametrize("name", ["steady", "degrade-and-recover", "flapping",
+                                  "maintenance-window"])
+def test_shipped_scenarios_stay_under_the_limit(name, dispatch):
+    sim = Simulation(load_scenario(name).with_records(3000), seed=1,
+                     settings_overrides={"dispatch": dispatch})
+    summary = sim.run()
+    s = sim.settings
+    limit = physical_limit(sim.scenario, s.max_concurrency, window=sim.window,
+                           start_epoch=sim.start_epoch, max_attempts=s.max_attempts,
+                           streams=s.shards * s.parallelization_factor)
+    assert limit.bound_s <= limit.fluid_s <= summary["oracle_makespan_s"]
+    assert limit.bound_s <= summary["makespan_s"]
+
+
+@st.composite
+def scenarios(draw):
+    p50 = draw(st.sampled_from([20, 60, 150]))
+    doc = {
+        "records": draw(st.integers(100, 400)),
+        "duplicates": draw(st.sampled_from([0.0, 0.05])),
+        "provider": {"capacity": draw(st.integers(1, 12)),
+                     "latency_ms": {"p50": p50,
+                                    "p90": p50 * draw(st.sampled_from([1, 2, 4]))},
+                     "error_rate": draw(st.sampled_from([0.0, 0.01, 0.1])),
+                     "overload_error_rate": draw(st.sampled_from([0.05, 0.3]))},
+        "settings": {"max_concurrency": draw(st.integers(1, 12))},
+        "phases": [],
+    }
+    at = 0
+    for kind in draw(st.lists(st.sampled_from(["outage", "capacity"]), max_size=2)):
+        at += draw(st.integers(1, 30))
+        if kind == "outage":  # down for a while, then back
+            doc["phases"].append({"at": at, "outage": True})
+            at += draw(st.integers(1, 120))
+            doc["phases"].append({"at": at, "outage": False})
+        else:
+            doc["phases"].append({"at": at, "capacity": draw(st.integers(1, 12))})
+    if draw(st.booleans()):  # a maintenance window a few seconds in
+        doc["start"] = "2026-11-25T01:59:50"
+        doc["settings"].update(timezone="UTC", maintenance_windows=["wed 02:00-02:03"])
+    return parse_scenario(doc)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(), policy=st.sampled_from(["seed", "default"]),
+       seed=st.integers(1, 10_000))
+def test_no_run_beats_the_physical_limit(scenario, policy, seed):
+    for dispatch in ("batch", "window"):
+        sim = Simulation(scenario, policy=policy, seed=seed,
+                         settings_overrides={"dispatch": dispatch})
+        summary = sim.run()
+        s = sim.settings
+        bound = physical_limit_makespan_s(
+            scenario, s.max_concurrency, window=sim.window, start_epoch=sim.start_epoch,
+            max_attempts=s.max_attempts, streams=s.shards * s.parallelization_factor)
+        assert bound <= summary["makespan_s"], (dispatch, summary["makespan_s"], bound)
