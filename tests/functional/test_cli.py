@@ -52,3 +52,31 @@ def test_up_describes_the_stack(stack):
     assert sorted(described["functions"]) == sorted(HANDLERS)
     assert described["functions"]["ventilator"] == "sluice-demo-local-ventilator"
     assert json.loads(json.dumps(described)) == described  # printed as JSON, nothing lost
+
+
+def test_simulate_compares_dispatch_modes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out, chart = tmp_path / "compare.json", tmp_path / "compare.png"
+    assert main(["simulate", "--compare", "steady", "--dispatch", "batch",
+                 "--dispatch", "window", "--records", "300", "--json", str(out),
+                 "--chart", str(chart)]) == 0
+    runs = json.loads(out.read_text())
+    assert sorted((r["policy"], r["dispatch"]) for r in runs) == [
+        ("default", "batch"), ("default", "window"), ("seed", "batch"), ("seed", "window")]
+    assert all(r["fetched"] == 300 and r["lost"] == 0 for r in runs)
+    assert chart.stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert "dispatch" in table and "window" in table and "batch" in table
+
+
+def test_simulate_means_over_seeds_and_refuses_unknown_modes(tmp_path, capsys):
+    out, chart = tmp_path / "seeds.json", tmp_path / "run.png"
+    assert main(["simulate", "steady", "--records", "200", "--dispatch", "window",
+                 "--seeds", "2", "--json", str(out), "--chart", str(chart)]) == 0
+    assert [r["seed"] for r in json.loads(out.read_text())] == [1, 2]
+    assert "mean of 2 seeds" in capsys.readouterr().out
+    assert chart.stat().st_size > 10_000
+    assert main(["simulate", "steady", "--dispatch", "sideways"]) == 2
+    assert "unknown dispatch" in capsys.readouterr().err
+    assert main(["simulate", "steady", "--dispatch", "batch", "--dispatch", "window"]) == 2
+    assert "--compare" in capsys.readouterr().err

@@ -51,6 +51,15 @@ def test_capacity_below_x_runs_at_the_capacity():
     assert fluid(odd, 4) == pytest.approx(1000 * 0.1 / 4 / 0.5)
 
 
+def test_several_streams_bound_over_ranks_when_x_exceeds_capacity():
+    # The engine stretches a call by the in-flight count at its start: with several shards
+    # the k-th oldest call in flight saw at least k. Capacity 2, X = 4, no errors:
+    # 1 + 1 + 2/3 + 1/2 slots' worth of calls.
+    s = scenario(capacity=2, overload=0.0)
+    assert fluid(s, 4, streams=2) == pytest.approx(1000 * 0.1 / (1 + 1 + 2 / 3 + 1 / 2))
+    assert fluid(scenario(), 4, streams=2) == fluid(scenario(), 4)  # X <= c: no difference
+
+
 def test_errors_are_retried_and_records_park_at_max_attempts():
     flaky = scenario(error_rate=0.2)
     assert fluid(flaky, 10) == pytest.approx(1000 * 0.1 / 10 / 0.8)
@@ -116,7 +125,7 @@ def test_shipped_scenarios_stay_under_the_limit(name, dispatch):
     limit = physical_limit(sim.scenario, s.max_concurrency, window=sim.window,
                            start_epoch=sim.start_epoch, max_attempts=s.max_attempts,
                            streams=s.shards * s.parallelization_factor)
-    assert limit.bound_s <= limit.fluid_s <= summary["oracle_makespan_s"]
+    assert limit.bound_s <= limit.fluid_s
     assert limit.bound_s <= summary["makespan_s"]
 
 
@@ -149,7 +158,7 @@ def scenarios(draw):
     return parse_scenario(doc)
 
 
-@settings(max_examples=15, deadline=None, derandomize=True,
+@settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), policy=st.sampled_from(["seed", "default"]),
        seed=st.integers(1, 10_000))

@@ -38,6 +38,7 @@ from sluice_tools.memory import (
 )
 from sluice_tools.scenario import ProviderState, Scenario
 from sluice_tools.simulate.chaos import Chaos, VentilatorKilled
+from sluice_tools.simulate.oracle import physical_limit
 
 REARM_PERIOD_S = 600.0
 BATCH_OVERHEAD_S = 0.05  # ledger reads, claims, control write, mapping read around a batch
@@ -503,6 +504,9 @@ class Simulation:
         max_probes = invariants.max_per_period(probes, REARM_PERIOD_S)
         oracle = oracle_makespan_s(self.scenario, s.max_batch_size, window=self.window,
                                    start_epoch=self.start_epoch)
+        physical = physical_limit(self.scenario, s.max_concurrency, window=self.window,
+                                  start_epoch=self.start_epoch, max_attempts=s.max_attempts,
+                                  streams=s.shards * s.parallelization_factor).bound_s
         outside = sum(1 for c in calls if not self.window.is_open(self.start_epoch + c[0]))
         trace = [[round(b["t"], 2), b["BatchSize"]] for b in self.trace.batches]
         max_in_flight = _max_overlap(self.intervals)
@@ -536,6 +540,10 @@ class Simulation:
             "makespan_s": round(makespan, 1),
             "oracle_makespan_s": round(oracle, 1),
             "goodput_ratio": round(oracle / makespan, 3) if makespan > 0 else 1.0,
+            "dispatch": s.dispatch,
+            # Against the physical limit (min(X, capacity) always in flight): <= 1 always.
+            "physical_makespan_s": round(physical, 1),
+            "goodput": round(physical / makespan, 3) if makespan > 0 else 1.0,
             "time_to_back_off_s": _time_to_back_off(self.scenario, self.trace.batches),
             "time_to_full_s": _time_to_full(self.scenario, self.trace.batches,
                                             s.max_batch_size),
