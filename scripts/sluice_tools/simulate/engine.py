@@ -239,7 +239,8 @@ class Simulation:
         self._write_order = itertools.count()
         self._open_since: float | None = None
         self.ventilator = Ventilator(
-            self.settings, ledger=_CallEndLedger(self, self.ledger), control=self.control, mapping=self.mapping,
+            self.settings, ledger=_CallEndLedger(self, self.ledger), control=self.control,
+            mapping=self.mapping,
             invoke=self._invoke, counts=self.counts, malformed=self.malformed,
             fan_out=VirtualFanOut(self), clock=self.clock, emit=self._emit,
         )
