@@ -2,14 +2,17 @@
 
 The summary reconciles three independent sources: the stream (what was put), the ledger (what
 sluice says happened to each record) and the provider's own meter (what was actually served),
-and checks the invariants of DESIGN.md on them.
+and checks the invariants of DESIGN.md on them with ``sluice_tools.invariants``, the module the
+simulator uses, so both report the same verdicts under the same names.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,14 @@ class Trace:
     rearms: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    # Seen at the edges when the local stack has an observer (``session.Observer``): what the
+    # ventilators and the rearm stored in the control item (the breaker's exact transitions,
+    # when each half-open probe was issued), when each worker was invoked and when the
+    # provider received each call.
+    breaker_changes: list[tuple[int, float, str]] = field(default_factory=list)  # version, t
+    probes_issued: set[float] = field(default_factory=set)
+    invokes: dict[str, list[float]] = field(default_factory=dict)
+    provider_calls: list[tuple[float, str]] = field(default_factory=list)
     time_scale: float = 1.0
     start_epoch: float | None = None  # scenario time 0 as an instant, when windows apply
     _breaker: str = "closed"
@@ -76,6 +87,37 @@ class Trace:
         with self._lock:
             self.calls.append(Call(t - latency_ms / 1000, latency_ms, ok, in_flight))
 
+    def control_stored(self, t: float, state: Any) -> None:
+        with self._lock:
+            self.breaker_changes.append((state.version, t, state.breaker))
+            if state.probe_issued_at:  # the runtime's clock: the wall clock, as here
+                self.probes_issued.add(state.probe_issued_at)
+
+    def invoke_sent(self, t: float, record_id: str) -> None:
+        with self._lock:
+            self.invokes.setdefault(record_id, []).append(t)
+
+    def provider_called(self, t: float, record_id: str) -> None:
+        with self._lock:
+            self.provider_calls.append((t, record_id))
+
+    def call_decisions(self) -> list[float]:
+        """When each provider call was decided: when its worker was invoked (the last Invoke
+        of the record before the call; a worker invoked before the circuit opened may reach
+        the provider after, and a worker whose answer was lost runs on). Without an observer,
+        when each call started."""
+        with self._lock:
+            if not self.provider_calls:
+                return [c.t for c in self.calls]
+            invokes = {rid: sorted(ts) for rid, ts in self.invokes.items()}
+            calls = list(self.provider_calls)
+        decided = []
+        for t, record_id in calls:
+            sent = invokes.get(record_id, [])
+            i = bisect.bisect_right(sent, t) - 1
+            decided.append(sent[i] if i >= 0 else t)
+        return decided
+
     def _note(self, now: float, text: str) -> None:
         self.events.append(f"{_clock(self.scenario_s(now))} {text}")
 
@@ -91,10 +133,16 @@ class Trace:
         return local_day(time.time(), settings.zone)
 
     def open_periods(self) -> list[tuple[float, float]]:
-        """Wall-clock intervals from a batch that opened the breaker to the one that closed it."""
+        """Wall-clock intervals while the circuit was not closed: from the control item's
+        transitions when they were observed (a batch line shows the state its ventilator
+        loaded, which another shard may have changed since), else from a batch that opened
+        the breaker to the one that closed it."""
+        with self._lock:  # in the order they were stored (the optimistic lock's versions)
+            stored = [(t, b) for _, t, b in sorted(self.breaker_changes)]
+        changes = [(t, "open" if b == "half_open" else b) for t, b in stored] or [
+            (t, doc.get("breaker")) for t, doc in self.batches]
         periods, start = [], None
-        for t, doc in self.batches:
-            state = doc.get("breaker")
+        for t, state in changes:
             if state == "open" and start is None:
                 start = t
             elif state == "closed" and start is not None:
@@ -127,15 +175,21 @@ def _final_states(items: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], i
     return states, malformed
 
 
+def _calls_while_open(trace: Trace, periods: list[tuple[float, float]]) -> list[float]:
+    """When each provider call decided while the circuit was open was decided."""
+    return [t for t in trace.call_decisions() if any(a <= t <= b for a, b in periods)]
+
+
 def _max_probes_per_rearm(trace: Trace, periods: list[tuple[float, float]]) -> int:
-    """Provider calls while the circuit was open, per rearm interval (from one half-open
-    rearm to the next): at most one probe per interval across all shards."""
-    rearms = sorted(t for t, doc in trace.rearms if doc.get("action") == "half_open")
-    per: dict[int, int] = {}
-    for call in trace.calls:
-        if any(a <= call.t <= b for a, b in periods):
-            k = sum(1 for t in rearms if t <= call.t)
-            per[k] = per.get(k, 0) + 1
+    """Provider calls decided while the circuit was open, per rearm interval: at most one
+    probe per interval across all shards. An interval starts when the circuit opens and when
+    a rearm issues a probe: as the control item shows (a rearm that issues a probe while the
+    circuit is already half-open, because the last probe's verdict was lost, logs no
+    ``half_open`` action; a rearm that dies after issuing one logs nothing), else at every
+    rearm's log line."""
+    rearms = trace.probes_issued if trace.breaker_changes else {t for t, _ in trace.rearms}
+    boundaries = sorted(rearms | {a for a, _ in periods})
+    per = Counter(bisect.bisect_right(boundaries, t) for t in _calls_while_open(trace, periods))
     return max(per.values(), default=0)
 
 
@@ -154,17 +208,23 @@ def build_summary(
     shards: int,
     time_scale: float,
     faults: dict[str, int] | None,
+    poison_ids: Iterable[str] = (),
+    converged: bool | None = None,
 ) -> dict[str, Any]:
     states, malformed_parked = _final_states(ledger_items)
     fetched = sum(1 for rid in unique_ids if states.get(rid) == "fetched")
     parked_ids = sum(1 for rid in unique_ids if states.get(rid) == "parked")
+    poison = set(poison_ids)
+    # Parked although the provider serves them: only poison records may be (malformed and
+    # hostile payloads are parked apart, under #malformed, and are no ids).
+    wrongly = sorted(rid for rid in unique_ids if states.get(rid) == "parked" and rid not in poison)
     lost = sum(1 for rid in unique_ids if states.get(rid) not in ("fetched", "parked"))
     lost += max(0, malformed_put - malformed_parked)
     parked = parked_ids + min(malformed_parked, malformed_put)
     stats = provider.stats()
     threshold = settings.latency_threshold_ms
     periods = trace.open_periods()
-    calls_while_open = sum(1 for c in trace.calls if any(a <= c.t <= b for a, b in periods))
+    max_probes = _max_probes_per_rearm(trace, periods)
     window = settings.window
     outside = 0
     if trace.start_epoch is not None:
@@ -175,6 +235,7 @@ def build_summary(
         "provider": settings.provider,
         "policy": settings.policy,
         "time_scale": time_scale,
+        "shards": shards,
         "records": records,
         "fetched": fetched,
         "skipped_duplicates": records - fetched - parked - lost,
@@ -187,7 +248,8 @@ def build_summary(
         "provider_calls": stats["calls"],
         "calls_over_threshold": sum(1 for c in trace.calls if c.latency_ms > threshold),
         "calls_failed": stats["failures"],
-        "calls_while_open": calls_while_open,
+        "calls_while_open": len(_calls_while_open(trace, periods)),
+        "max_probes_per_rearm_interval": max_probes,
         "breaker_opened": control.opens,
         "calls_outside_window": outside,
         "window_pauses": control.window_pauses,
@@ -202,12 +264,18 @@ def build_summary(
     }
     if faults is not None:
         summary["faults_injected"] = faults
+    if poison:
+        summary["poison_records"] = len(poison)
     summary["invariants"] = invariants.check(invariants.RunFacts(
         duplicate_fetches=stats["duplicates"], lost=lost, drained=drained,
         max_in_flight=stats["max_in_flight"], max_concurrency=settings.max_concurrency,
-        calls_outside_window=outside,
-        max_probes_per_rearm=_max_probes_per_rearm(trace, periods),
-        parked_wrongly=parked_ids))  # the demo has no poison records: parked ids are wrong
+        calls_outside_window=outside, max_probes_per_rearm=max_probes,
+        parked_wrongly=len(wrongly), converged=converged))
+    if wrongly:  # what the ledger says about each: ids, counts and reasons, never contents
+        fields = ("pk", "attempts", "blamed", "suspects", "reason")
+        summary["parked_wrongly"] = [{k: item.get(k) for k in fields} for item in ledger_items
+                                     if item.get("pk") in wrongly
+                                     and item.get("status") == "parked"]
     return summary
 
 

@@ -38,8 +38,12 @@ def register(commands: Any) -> None:
                       help="report folder (default: reports/demo)")
     demo.add_argument("--provider", default="demo", help="provider folder under providers/")
     demo.add_argument("--faults", action="store_true",
-                      help="inject ventilator deaths, worker timeouts, DynamoDB throttling, "
-                      "mapping update conflicts and malformed records")
+                      help="run on two shards and inject workers killed after storing, Invoke "
+                      "connections dropped after sending, ventilators killed mid-wave, Lambda "
+                      "API throttling (Invoke, mappings, reserved concurrency), mapping updates "
+                      "refused or settling late at the worst moments, hostile payloads, worker "
+                      "timeouts, DynamoDB throttling and malformed records; the summary counts "
+                      "each and the invariants must still hold")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     demo.add_argument("--max-wall", type=float, help="give up after this many seconds")
     demo.add_argument("--plain", action="store_true",

@@ -8,6 +8,7 @@ ledger and the provider's own meter into ``summary.json`` and ``chart.png``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -20,7 +21,9 @@ from typing import Any
 import boto3
 from boto3.dynamodb.types import TypeDeserializer
 
+from sluice import breaker
 from sluice.enqueue import entries_for, put_entries
+from sluice.mapping import ENABLED_STATES, SETTLING
 from sluice_tools.local.faults import Faults
 from sluice_tools.local.session import StackSession
 from sluice_tools.report import Trace, build_summary, write_report
@@ -91,7 +94,7 @@ class DemoRun:
             update_delay_s=opts.update_delay_s, faults=self.faults, emit=self.trace.emit,
             seed=opts.seed, report_batch_item_failures=opts.report_batch_item_failures,
             scenario_time=lambda: self.trace.scenario_s(time.time()),
-            window_clock=window_clock,
+            window_clock=window_clock, observer=self.trace,
         )
         try:
             session.start(deliver=False)
@@ -108,15 +111,22 @@ class DemoRun:
                 self.trace.start_epoch = start_box[0]
             session.api.on_call = self.trace.call
             entries, unique_ids, malformed = self._payloads(session.deployed.settings.provider)
+            kinesis = boto3.client("kinesis")
+            if self.faults is not None:
+                self.faults.count("two_shards", _on_later_shards(
+                    kinesis, session.deployed.settings.stream_name, entries))
             self.trace.started = time.time()
-            put_entries(boto3.client("kinesis"), session.deployed.settings.stream_name, entries,
-                 lock=session.stream_lock)
+            put_entries(kinesis, session.deployed.settings.stream_name, entries,
+                        lock=session.stream_lock)
             session.start_delivery()
             drained = self._wait(session, len(unique_ids) + malformed)
             session.scheduler.stop()
             for poller in session.pollers:
                 poller.stop()
             self.trace.finished = time.time()
+            if self.faults is not None:
+                self.faults.stop()  # the world settles: convergence is judged without faults
+            mapping_end = self._converge(session)
             deployed = session.deployed
             window = deployed.settings.window
             summary = build_summary(
@@ -133,8 +143,14 @@ class DemoRun:
                 shards=deployed.settings.shards,
                 time_scale=opts.time_scale,
                 faults=self.faults.summary() if self.faults else None,
+                poison_ids=self.faults.poison_ids if self.faults else (),
+                converged=mapping_end["converged"],
             )
+            summary["mapping_at_end"] = mapping_end
             summary["ventilator_errors"] = sum(p.stats.function_errors for p in session.pollers)
+            if self.faults is not None:
+                summary["fault_observations"] = dict(sorted(self.faults.observed.items()))
+                summary["fault_thread_errors"] = [repr(e) for e in self.faults.errors]
         finally:
             session.stop()
         if opts.report_dir is not None:
@@ -153,15 +169,39 @@ class DemoRun:
             entries.insert(rng.randrange(len(entries)), (f"bad-{i}", b"\x00not a request"))
             malformed += 1
         if self.faults is not None:
-            mixed = []
-            for entry in entries:
-                mixed.append(entry)
-                garbage = self.faults.malformed_payload()
-                if garbage is not None:
-                    mixed.append((f"fault-{len(mixed)}", garbage))
-                    malformed += 1
-            entries = mixed
+            entries, bad = self.faults.stream_entries(entries)
+            malformed += bad
+            self.faults.pick_poison(ids)
         return entries, set(ids), malformed
+
+    def _converge(self, session: StackSession) -> dict[str, Any]:
+        """After the run, as the schedule would go on: let pending mapping updates settle, run
+        the rearm once, let its update settle; the run converged if the mapping then is what
+        the control item says it should be (``breaker.desired_mapping``)."""
+        deployed, scheduler = session.deployed, session.scheduler
+        assert deployed is not None and scheduler is not None
+        lam, uuid = boto3.client("lambda"), deployed.mapping_uuids[0]
+        settle_s = 30.0 + 2 * session.stack.lambdas.update_delay_s
+        before = _settled(lam, uuid, settle_s)
+        ventilator = deployed.runtime.ventilator(deployed.settings.ventilator_function)
+
+        def matches(mapping: dict[str, Any]) -> tuple[bool, breaker.MappingSpec]:
+            state = deployed.runtime.control().load()
+            spec = breaker.desired_mapping(state, max_size=ventilator.cap(state),
+                                           fallback_size=mapping["BatchSize"], now=time.time())
+            actual = (mapping["State"] in ENABLED_STATES, mapping["BatchSize"])
+            return actual == (spec.enabled, spec.batch_size), spec
+
+        converged_before, _ = matches(before)
+        rearm = "no rearm"
+        if "rearm" in deployed.functions:
+            rearm = scheduler.fire(deployed.functions["rearm"])
+        after = _settled(lam, uuid, settle_s)
+        converged, spec = matches(after)
+        return {"state": after["State"], "batch_size": after["BatchSize"],
+                "wanted": {"enabled": spec.enabled, "batch_size": spec.batch_size},
+                "converged": converged, "converged_before_last_rearm": converged_before,
+                "last_rearm": rearm}
 
     def _wait(self, session: StackSession, expected_final: int) -> bool:
         opts, scenario = self.options, self.options.scenario
@@ -174,22 +214,21 @@ class DemoRun:
         assert deployed is not None
         control = deployed.runtime.control()
         lam = boto3.client("lambda")
-        day = self.trace.day(deployed.settings)
-        last_check = 0.0
+        done, last_scan = (0, 0), 0.0
         while time.time() < deadline:
-            # The day's counters are cheap but approximate (a ventilator killed mid-batch
-            # never counts its batch); the ledger itself decides when the run is over.
-            counts = deployed.runtime.day_counts().get(day)
-            mapping = lam.get_event_source_mapping(UUID=deployed.mapping_uuids[0])
-            self._refresh(session, counts, expected_final, control.load(), mapping)
-            if session.idle_for(1.0) and time.time() - last_check > 3:
-                last_check = time.time()
-                if _final_count(_scan(deployed.settings.table_name)) >= expected_final:
+            # The ledger, not the day's counters: those are approximate (a ventilator killed
+            # mid-batch never counts its batch, a redelivered malformed record counts again).
+            if time.time() - last_scan > 2:
+                last_scan = time.time()
+                done = _progress(_scan(deployed.settings.table_name))
+                if sum(done) >= expected_final and session.idle_for(1.0):
                     return True
+            mapping = lam.get_event_source_mapping(UUID=deployed.mapping_uuids[0])
+            self._refresh(session, done, expected_final, control.load(), mapping)
             time.sleep(0.25)
         return False
 
-    def _refresh(self, session: StackSession, counts: dict[str, int], total: int, state: Any,
+    def _refresh(self, session: StackSession, done: tuple[int, int], total: int, state: Any,
                  mapping: dict[str, Any]) -> None:
         p, now = self.progress, time.time()
         assert session.api is not None
@@ -200,7 +239,7 @@ class DemoRun:
         last = self.trace.last_batch()
         if last:
             p.p90_ms, p.error_rate = last["LatencyP90"], last["ErrorRate"]
-        p.fetched, p.parked = counts.get("fetched", 0), counts.get("parked", 0)
+        p.fetched, p.parked = done
         p.total = total
         p.remaining = max(0, total - p.fetched - p.parked)
         self._rates.append((now, p.fetched + p.parked))
@@ -214,9 +253,29 @@ class DemoRun:
             self.on_progress(p)
 
 
-def _final_count(items: list[dict[str, Any]]) -> int:
-    return sum(1 for i in items if i.get("status") in ("fetched", "parked")
-               and (i["pk"] == "#malformed" or not str(i["pk"]).startswith("#")))
+def _settled(lam: Any, uuid: str, timeout_s: float) -> dict[str, Any]:
+    """The mapping once no update is settling (or as it is when ``timeout_s`` ran out)."""
+    deadline = time.monotonic() + timeout_s
+    mapping = lam.get_event_source_mapping(UUID=uuid)
+    while mapping["State"] in SETTLING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        mapping = lam.get_event_source_mapping(UUID=uuid)
+    return mapping
+
+
+def _on_later_shards(kinesis: Any, stream: str, entries: list[tuple[str, bytes]]) -> int:
+    """How many entries Kinesis routes past the first shard (MD5 of the partition key)."""
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    first_end = int(shards[0]["HashKeyRange"]["EndingHashKey"]) if shards else 0
+    return sum(1 for key, _ in entries
+               if len(shards) > 1 and int(hashlib.md5(key.encode()).hexdigest(), 16) > first_end)
+
+
+def _progress(items: list[dict[str, Any]]) -> tuple[int, int]:
+    """(fetched, parked) records in the ledger, malformed ones included in parked."""
+    final = [i.get("status") for i in items if i.get("status") in ("fetched", "parked")
+             and (i["pk"] == "#malformed" or not str(i["pk"]).startswith("#"))]
+    return final.count("fetched"), final.count("parked")
 
 
 def _scan(table_name: str) -> list[dict[str, Any]]:
