@@ -27,6 +27,7 @@ HOLD_DELIVERY_S = 900.0  # how long a held record keeps deliveries bigger
 # While a record is held, deliveries bring this many records (calls stay at the learned size,
 # in waves), so the records behind it are called and can witness that the provider serves.
 HELD_DELIVERY = 100
+MAX_DELIVERY = 10_000  # Kinesis' largest BatchSize
 PROBE_DELIVERY = 100  # half-open: records delivered to choose the one probe call from
 
 
@@ -49,7 +50,11 @@ class ControlState:
     probe_taken_at: float = 0.0
     probe_token: str = ""  # who took it
     shards: int = 0  # the stream's open shards, as the rearm last saw them (0 = unknown)
-    held_until: float = 0.0  # a record failed alone too often: deliveries of >= 2 until then
+    held_until: float = 0.0  # a record failed alone too often: bigger deliveries until then
+    # Held deliveries in a row that brought the held record no witness (every record behind
+    # it already finished): each doubles the next delivery, so records further behind, which
+    # the stream only delivers after it, come into reach.
+    held_misses: int = 0
     lone_failures: int = 0  # suspect failures since the provider last served a call
     last_served_at: float = 0.0  # the last delivery (any shard) in which the provider served
     # Window dispatch: records per delivery while closed (``delivery.delivery_size``); 0 in
@@ -100,7 +105,7 @@ def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
     elif state.breaker != CLOSED:
         size = 1
     if now < state.held_until:
-        size = max(size, HELD_DELIVERY)
+        size = max(size, min(MAX_DELIVERY, HELD_DELIVERY << min(state.held_misses, 7)))
     return MappingSpec(state.mapping_enabled, size)
 
 
@@ -166,9 +171,14 @@ def with_shards(state: ControlState, shards: int) -> ControlState:
     return state if shards <= 0 or shards == state.shards else replace(state, shards=shards)
 
 
-def hold(state: ControlState, now: float) -> ControlState:
+def hold(state: ControlState, now: float, *, missed: bool = False) -> ControlState:
+    """Deliveries bring records behind a held record for a while; ``missed``: this one
+    brought it no witness, so the next brings twice as many."""
     until = now + HOLD_DELIVERY_S
-    return state if state.held_until >= until - 60 else replace(state, held_until=until)
+    misses = (state.held_misses if now < state.held_until else 0) + int(missed)
+    if state.held_until >= until - 60 and misses == state.held_misses:
+        return state
+    return replace(state, held_until=until, held_misses=misses)
 
 
 def window_closed(state: ControlState, now: float) -> ControlState:

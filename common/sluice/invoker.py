@@ -42,6 +42,7 @@ class WorkerResult:
     error: str = ""
     permanent: bool = False
     recorded: bool = False
+    found: bool = False  # today's result was already stored: no provider call was made
     # ok | failed | permanent (the worker answered) | rejected (it never ran) | ambiguous (the
     # request may have reached it: it may still be running, so its claim must be kept)
     kind: str = ""
@@ -51,7 +52,7 @@ class WorkerResult:
         if self.kind:
             return self.kind
         if self.ok:
-            return verdicts.OK
+            return verdicts.FOUND if self.found else verdicts.OK
         return verdicts.PERMANENT if self.permanent else verdicts.FAILED
 
 
@@ -118,6 +119,7 @@ class WorkerInvoker:
                 error=str(doc.get("error", "")),
                 permanent=bool(doc.get("permanent", False)),
                 recorded=bool(doc.get("recorded", False)),
+                found=bool(doc.get("found", False)),
             )
         except (ValueError, KeyError, TypeError):
             return WorkerResult(False, self._ms(started), error="worker_bad_reply")

@@ -97,6 +97,8 @@ class BatchReport:
     calls: int = 0
     held: bool = False  # a held record waited for company in this delivery
     cut_at: float = 0.0  # when the policy last lowered the limit in this delivery
+    probe_token: str = ""  # this delivery holds the half-open probe
+    stopped: bool = False  # the control item stopped calls while the delivery ran
     fetched_at: list[float] = field(default_factory=list)  # when its fetched records were
 
     @property
@@ -212,6 +214,7 @@ class Ventilator:
             token = uuid.uuid4().hex
             state = self.control.update(lambda s: breaker.take_probe(s, self.clock(), token))
             report.state = state
+            report.probe_token = token
             if state.probe_token != token or state.breaker != breaker.HALF_OPEN:
                 # Another shard has the probe (or it was already used): wait for its verdict.
                 report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
@@ -366,7 +369,7 @@ class Ventilator:
         (as many as the limit) is judged as it completes, so the policy moves the limit
         while the delivery runs, and an opening circuit stops new calls at once."""
         windowed = self.settings.dispatch == "window"
-        tasks = [lambda p=p: self._one(p, day, remaining_ms) for p in pending]
+        tasks = [lambda p=p: self._one(p, day, remaining_ms, report) for p in pending]
         calls: list[verdicts.CallResult] = []
         window = max(1, limit())
         served = False
@@ -399,8 +402,8 @@ class Ventilator:
             self._conclude(calls, day, report)
         return served
 
-    def _one(self, p: _Pending, day: str,
-             remaining_ms: RemainingMs | None) -> verdicts.CallResult | Outcome:
+    def _one(self, p: _Pending, day: str, remaining_ms: RemainingMs | None,
+             report: BatchReport) -> verdicts.CallResult | Outcome:
         seq, rid = p.record.sequence_number, p.request.record_id
         if not self.window.is_open(self.window_clock()):
             # The window closed while this delivery ran: the record waits for the next opening.
@@ -408,6 +411,8 @@ class Ventilator:
         if remaining_ms is not None and remaining_ms() <= self._call_budget_ms:
             # Could not outlive the call: if killed, its worker would run on unwatched.
             return Outcome(seq, O_DEFERRED, rid, error="deadline")
+        if not self._still_allowed(report):
+            return Outcome(seq, O_DEFERRED, rid, error="circuit_open")
         token = uuid.uuid4().hex
         try:
             entry = self.ledger.claim(rid, day, token, self.clock(), self.settings.lease_s)
@@ -419,7 +424,7 @@ class Ventilator:
         result = self.invoke({"record_id": rid, "day": day, "claim_token": token,
                               "attempt": entry.attempts, "source": p.request.source})
         kind = result.outcome
-        if kind == verdicts.OK:
+        if kind in (verdicts.OK, verdicts.FOUND):
             if not result.recorded:
                 self.ledger.complete(rid, day, token, self.clock())
         elif kind == verdicts.REJECTED:
@@ -451,6 +456,28 @@ class Ventilator:
             error = v.reason if outcome == O_PARKED and v.reason else v.error
             report.outcomes.append(Outcome(v.sequence_number, outcome, v.record_id, error,
                                            sample, called=True))
+
+    def _still_allowed(self, report: BatchReport) -> bool:
+        """Whether the control item, read again right before this claim, still allows a
+        call: another shard's ventilator may have opened the circuit (or an operator paused)
+        since this delivery loaded it, and a call started then would be a call while open,
+        beside the rearm's probe. One strongly consistent read per call: the price of
+        invariant 5 across shards. A read that fails allows nothing (the record waits)."""
+        if report.stopped:
+            return False
+        try:
+            current = self.control.load()
+        except Exception as exc:
+            report.problems.append(f"control_read_{type(exc).__name__}")
+            return False
+        allowed = current.mapping_enabled and (
+            current.breaker == breaker.CLOSED
+            or (current.breaker == breaker.HALF_OPEN and bool(report.probe_token)
+                and current.probe_token == report.probe_token))
+        if not allowed:
+            report.stopped = True
+            report.state = current  # window dispatch: the limit falls to 0, nothing starts
+        return allowed
 
     def _conclude(self, calls: list[verdicts.CallResult], day: str,
                   report: BatchReport) -> None:
@@ -507,7 +534,7 @@ class Ventilator:
 
     def _hold(self, report: BatchReport) -> None:
         """A held record waited for company: deliveries bring records behind it a while."""
-        self._store(lambda current: breaker.hold(current, self.clock()), report)
+        self._store(lambda current: breaker.hold(current, self.clock(), missed=True), report)
 
     def _store(self, step: Callable[[ControlState], ControlState], report: BatchReport) -> None:
         try:

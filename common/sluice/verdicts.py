@@ -38,6 +38,10 @@ from dataclasses import dataclass
 from sluice.policies import Sample
 
 OK, FAILED, PERMANENT, AMBIGUOUS, REJECTED = "ok", "failed", "permanent", "ambiguous", "rejected"
+# The worker found today's result already stored (a killed worker's, or a lost answer's) and
+# made no provider call: the record is fetched, but the provider proved nothing, so it is no
+# sample for the policy and no witness against the records beside it.
+FOUND = "found"
 # What becomes of the record in this delivery.
 FETCHED, RETRY, PARK = "fetched", "retry", "park"
 
@@ -48,7 +52,7 @@ class CallResult:
 
     sequence_number: str
     record_id: str
-    kind: str  # ok | failed | permanent | ambiguous | rejected
+    kind: str  # ok | found | failed | permanent | ambiguous | rejected
     latency_ms: float = 0.0
     error: str = ""
     attempts: int = 0  # this attempt's number
@@ -120,6 +124,8 @@ def judge(
         if c.kind == OK:
             verdicts.append(Verdict(c.sequence_number, c.record_id, FETCHED))
             samples.append(Sample(c.latency_ms, True))
+        elif c.kind == FOUND:
+            verdicts.append(Verdict(c.sequence_number, c.record_id, FETCHED))
         elif c.kind == PERMANENT:
             # The provider answered (it is up); the record can never be fetched.
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error,

@@ -66,18 +66,6 @@ CAMPAIGN_RATES = {
 }
 INVARIANTS = ("once_a_day", "nothing_lost", "concurrency_cap", "inside_window",
               "no_blocked_shard", "one_probe_per_rearm", "outages_park_nothing", "converges")
-# Invariants the runtime does not hold yet under this campaign, each with the test that
-# reproduces the gap deterministically (a strict xfail: once the runtime holds it, that test
-# fails the suite, and this entry goes). A ventilator starts its calls on the control state it
-# loaded at the start of its delivery: a call it starts after another shard opened the circuit
-# is a call while open, beside the rearm's probe (the time scale makes a rearm interval one
-# real second, so a delivery that takes a tenth of a second can straddle it).
-KNOWN_RUNTIME_GAPS = {
-    "one_probe_per_rearm": (
-        "tests/functional/test_local_faults.py::"
-        "test_no_call_starts_when_the_circuit_opened_after_the_state_was_loaded, "
-        "test_a_delivery_stops_calling_once_another_shard_opened_the_circuit[batch]"),
-}
 
 
 def test_the_invariants_survive_injected_faults(tmp_path):
@@ -95,8 +83,7 @@ def test_the_invariants_survive_injected_faults(tmp_path):
     assert {kind: injected[kind] > 0 for kind in kinds} == dict.fromkeys(kinds, True), injected
     verdicts = summary["invariants"]
     assert sorted(verdicts) == sorted(INVARIANTS)
-    held = {name: ok for name, ok in verdicts.items() if name not in KNOWN_RUNTIME_GAPS}
-    assert held == dict.fromkeys(held, True), summary
+    assert verdicts == dict.fromkeys(INVARIANTS, True), summary
     assert summary["shards"] == 2
     assert summary["fetched"] == 160 and summary["lost"] == 0
     assert summary["parked"] == injected["malformed_record"] + injected["hostile"]

@@ -267,14 +267,10 @@ def test_a_call_counts_when_its_invoke_was_sent_not_when_it_landed():
     assert trace.call_decisions() == [1.0, 3.0, 5.0, 6.0]
 
 
-# A runtime bug: common/sluice/worker.py (run_worker) answers a result found in S3 as
-# {"ok": True, "latency_ms": 0.0, "found": True}; WorkerInvoker drops "found", so
-# verdicts.judge counts it as the provider serving (a sample, and ``served`` for blame) though
-# no provider call was made: during an outage the records beside it are blamed, and parked at
-# max_attempts (invariant: an outage parks nothing).
-@pytest.mark.xfail(strict=True, reason="runtime: a worker that finds today's result answers "
-                   "ok, and the ventilator counts that as the provider serving (a sample and a "
-                   "witness) though no provider call was made")
+# Was a runtime bug: the worker answers a result found in S3 as {"ok": True, "found": True};
+# the invoker dropped "found", so verdicts.judge counted it as the provider serving (a sample,
+# and ``served`` for blame) though no provider call was made: during an outage the records
+# beside it were blamed. Now it is ``verdicts.FOUND``: fetched, no sample, no witness.
 def test_a_result_found_during_an_outage_is_no_witness_against_the_others(faulty, behaviour):
     # The provider serves: the policy learns it is healthy.
     assert failures(faulty.ventilate(faulty.event([request(f"ok-{i}") for i in range(6)]))) == []
@@ -291,17 +287,10 @@ def test_a_result_found_during_an_outage_is_no_witness_against_the_others(faulty
     assert faulty.entry("r-10").blamed == 0
 
 
-# Runtime bugs the campaign found (one_probe_per_rearm failed in one run in five to eight): a
-# ventilator judges the breaker from the control state it loaded at the start of its delivery
-# (common/sluice/ventilator.py, Ventilator.handle: ``loaded = self._track_window(
-# self.control.load())``). In batch dispatch (the default) the limit is read once and every
-# wave of a delivery bigger than it runs: once another shard opened the circuit, the rest of
-# the delivery still calls the provider (5 calls here). Window dispatch reads the limit before
-# every start and stores each window's verdict, which brings the other shard's "open" back.
-# In both, nothing checks the breaker between the load and the first claim.
-CALLS_ON_A_STALE_STATE = ("runtime: a ventilator starts calls on the control state it loaded "
-                          "at the start of its delivery; the circuit another shard opened "
-                          "meanwhile does not stop them")
+# Were runtime bugs the campaign found (one_probe_per_rearm failed in one run in five to
+# eight): a ventilator judged the breaker from the control state it loaded at the start of
+# its delivery, so once another shard opened the circuit the rest of the delivery still called
+# the provider. Now the control item is read again right before every claim.
 BOTH_DISPATCHES = [
     pytest.param({"dispatch": "batch"}, id="batch"),
     pytest.param({"dispatch": "window"}, id="window"),
@@ -309,8 +298,7 @@ BOTH_DISPATCHES = [
 
 
 @pytest.mark.parametrize("faulty", [
-    pytest.param({"dispatch": "batch"}, id="batch",
-                 marks=pytest.mark.xfail(strict=True, reason=CALLS_ON_A_STALE_STATE)),
+    pytest.param({"dispatch": "batch"}, id="batch"),
     pytest.param({"dispatch": "window"}, id="window"),
 ], indirect=True)
 def test_a_delivery_stops_calling_once_another_shard_opened_the_circuit(faulty, clock,
@@ -337,7 +325,6 @@ def test_a_delivery_stops_calling_once_another_shard_opened_the_circuit(faulty, 
     assert faulty.provider.stats()["calls"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=CALLS_ON_A_STALE_STATE)
 @pytest.mark.parametrize("faulty", BOTH_DISPATCHES, indirect=True)
 def test_no_call_starts_when_the_circuit_opened_after_the_state_was_loaded(faulty, clock,
                                                                            behaviour):

@@ -38,3 +38,23 @@ def test_the_campaign_really_injects_faults():
                          chaos=chaos).run()
     assert sum(summary["faults_injected"].values()) > 0
     assert set(summary["faults_injected"]) <= HOLDING_KINDS
+
+
+# Schedules with every kind of fault (poison records and killed ventilators too) that broke an
+# invariant before: RetryBatch holding a poison record forever (6), a poison record at the
+# head as the half-open probe at every rearm (0), a killed ventilator's orphans above X
+# (0, long-outage), a held record whose delivery held only finished records (42). (A poison
+# record alone at the end, seeds 10 and 40, runs to the 7-day horizon: the big campaign.)
+@pytest.mark.parametrize(("seed", "scenario", "policy"), [
+    (0, "flapping", "seed"), (0, "long-outage", "seed"), (6, "long-outage", "seed"),
+    (42, "flapping", "seed"),
+])
+def test_every_invariant_holds_with_poison_and_killed_ventilators(seed, scenario, policy):
+    from sluice_tools.simulate.chaos import ALL_KINDS
+
+    chaos = Chaos.campaign(seed, RECORDS, ALL_KINDS)
+    summary = Simulation(load_scenario(scenario).with_records(RECORDS), policy=policy,
+                         seed=seed, chaos=chaos).run()
+    broken = {name for name, ok in summary["invariants"].items() if not ok}
+    assert not broken, (broken, summary["faults_injected"])
+    assert summary["lost"] == 0 and summary["max_in_flight"] <= summary["max_concurrency"]

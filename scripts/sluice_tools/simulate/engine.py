@@ -269,7 +269,7 @@ class Simulation:
                                 kind=verdicts.REJECTED)
         if key in self.stored:  # the worker finds today's result: no provider call
             recorded = self.ledger.complete(*key, payload["claim_token"], self.now)
-            return WorkerResult(True, 0.0, recorded=recorded)
+            return WorkerResult(True, 0.0, recorded=recorded, found=True)
         state = self.scenario.state_at(self.t())
         if payload["record_id"] in self.chaos.poison:
             state = ProviderState(**{**state.__dict__, "error_rate": 1.0})
@@ -468,20 +468,15 @@ class Simulation:
         return periods
 
     def _waiting_for_a_witness(self, states: dict[str, str]) -> set[str]:
-        """Records held for a witness with nothing left to witness them: each failed alone
-        again and again, and every other record was finished, so none was served after its
-        last failure. Not lost: it waits on the stream, blocking nothing, until a record put
-        behind it (the next day's kickoff, an ad-hoc request) is served, and is then parked
-        if it fails again. Counted apart, and only when nothing else is unfinished."""
+        """Poison records left at the end with nothing to witness them: every other record is
+        finished, so none can be served after their last failure, and a lone failure looks
+        exactly like an outage (held, or probed at every rearm as the breaker's only
+        candidate). Not lost: they wait on the stream, blocking nothing, until a record put
+        behind them (the next day's kickoff, an ad-hoc request) is served; then they are
+        parked. Counted apart, and only when nothing but poison is unfinished."""
         unfinished = {rid for rid in self.unique_ids if states.get(rid) not in
                       ("fetched", "parked")}
-        held = set()
-        for rid in unfinished & self.chaos.poison:  # a healthy record held is a bug: lost
-            entries = [e for (r, _), e in self.ledger.entries.items() if r == rid]
-            if entries and all(verdicts.is_held(e.blamed, e.suspects, self.settings.max_attempts)
-                               for e in entries):
-                held.add(rid)
-        return held if held == unfinished else set()
+        return unfinished if unfinished <= self.chaos.poison else set()
 
     def _summary(self, makespan: float) -> dict[str, Any]:
         s = self.settings
