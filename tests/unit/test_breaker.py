@@ -75,3 +75,18 @@ def test_the_spec_follows_pause_window_breaker_and_a_held_record():
     held = ControlState(batch_size=1, held_until=100.0)
     assert spec(held, max_size=10, fallback_size=1, now=50).batch_size == breaker.HELD_DELIVERY
     assert spec(held, max_size=10, fallback_size=1, now=150).batch_size == 1
+
+
+def test_held_deliveries_double_while_they_bring_no_witness():
+    # Every record behind the held one was already finished: the stream only reaches the
+    # records further behind through bigger deliveries.
+    state = breaker.hold(ControlState(batch_size=2), now=0.0)
+    sizes = []
+    for t in range(1, 10):
+        sizes.append(breaker.desired_mapping(state, max_size=10, fallback_size=2,
+                                             now=float(t)).batch_size)
+        state = breaker.hold(state, now=float(t), missed=True)
+    assert sizes[:4] == [100, 200, 400, 800] and max(sizes) == breaker.MAX_DELIVERY
+    # Once the hold lapses, the count starts again.
+    later = breaker.hold(state, now=10_000.0)
+    assert later.held_misses == 0
