@@ -25,6 +25,7 @@ CONFLICT_CODES = frozenset({"ResourceConflictException", "ResourceInUseException
 
 UNCHANGED, UPDATED, DEFERRED = "unchanged", "updated", "deferred"
 REPORT_ITEM_FAILURES = "ReportBatchItemFailures"
+ACCESS_DENIED = frozenset({"AccessDeniedException", "AccessDenied"})
 
 
 class MappingNotFound(LookupError):
@@ -56,6 +57,7 @@ class MappingClient:
         self.function_name = function_name
         self._client = client
         self._uuid_by_source: dict[str, str] = {}
+        self._get_denied = False
 
     @property
     def client(self) -> Any:
@@ -67,11 +69,18 @@ class MappingClient:
         """The mapping from this stream (by ARN, or by name when no event is at hand)."""
         cache_key = stream_arn or f"name:{stream_name}"
         uuid = self._uuid_by_source.get(cache_key)
-        if uuid:
+        if uuid and not self._get_denied:
             try:
                 return self.get(uuid)
             except MappingNotFound:
                 self._uuid_by_source.pop(cache_key, None)  # recreated by a redeploy
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ACCESS_DENIED:
+                    raise
+                # Whether IAM evaluates GetEventSourceMapping on the mapping's ARN or only on
+                # "*" is not settled by the published references (README, IAM): the listing
+                # is granted on "*" and answers the same view, so it can never be denied.
+                self._get_denied = True
         kwargs: dict[str, Any] = {"FunctionName": self.function_name}
         if stream_arn:
             kwargs["EventSourceArn"] = stream_arn

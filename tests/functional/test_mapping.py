@@ -105,3 +105,26 @@ def test_local_service_rejects_out_of_range_batch_sizes():
     uuid = service.create_mapping("f", STREAM_ARN, batch_size=5)["UUID"]
     with pytest.raises(Exception, match="BatchSize"):
         service.update_mapping(uuid, {"BatchSize": 0})
+
+
+def test_a_denied_get_falls_back_to_the_listing_granted_on_every_resource():
+    # If IAM evaluated GetEventSourceMapping only on "*" (as an older Lambda guide says), the
+    # exact-ARN grant would deny the ventilator its own mapping: the listing answers instead.
+    lam = boto3.client("lambda", region_name="us-east-1")
+    client = MappingClient("vent", client=lam)
+    uuid = "6f1c2d3e-0000-4000-8000-000000000002"
+    raw = {"UUID": uuid, "BatchSize": 4, "State": "Enabled", "EventSourceArn": STREAM_ARN,
+           "FunctionResponseTypes": ["ReportBatchItemFailures"]}
+    with Stubber(lam) as stub:
+        stub.add_response("list_event_source_mappings", {"EventSourceMappings": [raw]},
+                          {"FunctionName": "vent", "EventSourceArn": STREAM_ARN})
+        stub.add_client_error("get_event_source_mapping", "AccessDeniedException",
+                              http_status_code=403, expected_params={"UUID": uuid})
+        stub.add_response("list_event_source_mappings", {"EventSourceMappings": [raw]},
+                          {"FunctionName": "vent", "EventSourceArn": STREAM_ARN})
+        stub.add_response("list_event_source_mappings", {"EventSourceMappings": [raw]},
+                          {"FunctionName": "vent", "EventSourceArn": STREAM_ARN})
+        assert client.find(STREAM_ARN).uuid == uuid  # cold start: the listing
+        assert client.find(STREAM_ARN).batch_size == 4  # Get denied: listed instead
+        assert client.find(STREAM_ARN).batch_size == 4  # and Get is not tried again
+        stub.assert_no_pending_responses()
