@@ -224,6 +224,9 @@ class Ventilator:
                 return self._finish(report, view, day, started)
             # The probe: one call, on a record that may be called alone; the rest wait.
             pending = sorted(pending, key=lambda p: (p.held, p.attempts))
+            # No fresh record to probe with (those behind the failing ones are finished, the
+            # rest of the shard out of reach): the next probe deliveries grow, as held ones do.
+            report.held = report.held or pending[0].attempts > 0
             pending, later = pending[:1], pending[1:]
             report.outcomes += [Outcome(p.record.sequence_number, O_DEFERRED,
                                         p.request.record_id, "after_probe") for p in later]

@@ -117,6 +117,12 @@ def judge(
     # apart from its failures (one failure, or a rate within the threshold).
     clean = failed <= max(1, error_rate_threshold * len(answered))
     lone = len(answered) == 1
+    # Every call failed, each on a record that had failed before and that the provider has
+    # served others since: poison records side by side at a shard's head look like an outage
+    # (nothing served) right after a healthy probe. Judged as lone failures, suspects; a
+    # streak of them is an outage all the same (``lone_failures``).
+    repeat_offenders = bool(answered) and served == 0 and all(
+        c.served_since_failure for c in answered)
     verdicts: list[Verdict] = []
     samples: list[Sample] = []
     hold = False
@@ -147,7 +153,8 @@ def judge(
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK if park else RETRY,
                                     c.error, blame=True, reason=reason if park else ""))
             samples.append(Sample(c.latency_ms, False))
-        elif lone and breaker_closed and (provider_serving or c.served_since_failure):
+        elif (lone or repeat_offenders) and breaker_closed and (
+                provider_serving or c.served_since_failure):
             # Never parks: only a failure beside a served call is proof against the record.
             hold = hold or is_held(c.blamed, c.suspects + 1, max_attempts)
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error,
