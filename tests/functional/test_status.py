@@ -41,7 +41,17 @@ def mapping_uuid(stack) -> str:
 def set_enabled(stack, enabled: bool, wait_until) -> None:
     """What an engineer does by hand in the console: disable or enable the mapping."""
     client = boto3.client("lambda")
-    client.update_event_source_mapping(UUID=mapping_uuid(stack), Enabled=enabled)
+
+    def update() -> bool:
+        # The ventilator or the rearm may be converging the mapping (an update settling):
+        # AWS answers ResourceConflictException then, and the engineer tries again.
+        try:
+            client.update_event_source_mapping(UUID=mapping_uuid(stack), Enabled=enabled)
+        except client.exceptions.ResourceConflictException:
+            return False
+        return True
+
+    assert wait_until(update, timeout_s=30)
     wanted = "Enabled" if enabled else "Disabled"
     assert wait_until(lambda: client.get_event_source_mapping(
         UUID=mapping_uuid(stack))["State"] == wanted, timeout_s=30)
