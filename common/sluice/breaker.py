@@ -27,7 +27,7 @@ HOLD_DELIVERY_S = 900.0  # how long a held record keeps deliveries bigger
 # While a record is held, deliveries bring this many records (calls stay at the learned size,
 # in waves), so the records behind it are called and can witness that the provider serves.
 HELD_DELIVERY = 100
-MAX_DELIVERY = 10_000  # Kinesis' largest BatchSize
+KINESIS_MAX_BATCH = 10_000  # the largest BatchSize a Kinesis mapping takes
 PROBE_DELIVERY = 100  # half-open: records delivered to choose the one probe call from
 
 
@@ -90,9 +90,9 @@ def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
     The size is the learned batch size (the mapping's own until one is learned), clamped to
     the per-ventilator cap, or in window dispatch the delivery size; half-open,
     ``PROBE_DELIVERY`` records (the ventilator makes one call: the probe, on the least-tried
-    record); while a record is held, at least
-    ``HELD_DELIVERY``, so the held record never arrives without records behind it (the call
-    cap stays at the learned size: the ventilator runs waves).
+    record); while a record is held, at least ``HELD_DELIVERY``, doubled for every held
+    delivery that brought it no witness, so the held record never arrives without records
+    behind it (the call cap stays at the learned size: the ventilator runs waves).
     """
     size = max(1, min(max_size, state.batch_size or fallback_size))
     if state.delivery:  # window dispatch: the limit applies to calls, not to deliveries
@@ -105,7 +105,7 @@ def desired_mapping(state: ControlState, *, max_size: int, fallback_size: int,
     elif state.breaker != CLOSED:
         size = 1
     if now < state.held_until:
-        size = max(size, min(MAX_DELIVERY, HELD_DELIVERY << min(state.held_misses, 7)))
+        size = max(size, min(KINESIS_MAX_BATCH, HELD_DELIVERY << min(state.held_misses, 7)))
     return MappingSpec(state.mapping_enabled, size)
 
 

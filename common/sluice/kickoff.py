@@ -33,7 +33,6 @@ from itertools import islice
 from typing import Any
 
 from sluice.clock import Clock, local_day, system_clock
-from sluice.day_counts import DayCounts
 from sluice.enqueue import SCHEDULED, entries_for, put_entries
 from sluice.kickoff_marker import Claim, KickoffMarker, LostKickoff
 from sluice.metrics import Emit, stdout_emit
@@ -54,13 +53,12 @@ def kickoff(
     marker: KickoffMarker,
     kinesis: Any,
     todays_ids: DaySource,
-    counts: DayCounts | None = None,
     clock: Clock = system_clock,
     window_clock: Clock | None = None,
     emit: Emit = stdout_emit,
 ) -> dict[str, Any]:
-    """``counts`` is not written: the day's scheduled ``enqueued`` count is the marker's
-    progress, which ``DayCounts.get`` adds (kept so callers need not change)."""
+    """The day's scheduled ``enqueued`` count is the marker's progress, which
+    ``DayCounts.get`` adds: no counter row is written here."""
     now = clock()
     if not settings.window.is_open((window_clock or clock)()):
         result: dict[str, Any] = {"action": "none", "why": "outside the access window"}

@@ -147,7 +147,6 @@ class Runtime:
         if self._kinesis is None:
             self._kinesis = boto3.client("kinesis")
         return kickoff(settings=s, marker=self._table(KickoffMarker), kinesis=self._kinesis,
-                       counts=self.day_counts(),
                        todays_ids=todays_ids, clock=self.clock, window_clock=self.window_clock,
                        emit=self.emit)
 

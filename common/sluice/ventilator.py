@@ -187,8 +187,7 @@ class Ventilator:
         report = BatchReport()
         view = self._find(stream_arn, report)
         report.reports_item_failures = self._reports_item_failures(view)
-        loaded = self._track_window(self.control.load())
-        state = loaded
+        state = self._track_window(self.control.load())
         if state.batch_size == 0 and view is not None:  # first batch ever: learn the size
             state = replace(state, batch_size=self.policy.clamp(view.batch_size))
         report.state = state

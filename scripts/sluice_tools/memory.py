@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from sluice.breaker import ControlState
 from sluice.control import ControlConflict
+from sluice.fanout import limit_now
 from sluice.ledger import FAILED, FETCHED, IN_PROGRESS, PARKED, ClaimLost, Entry
 from sluice.mapping import DEFERRED, ENABLED_STATES, UNCHANGED, UPDATED, MappingView
 
@@ -228,7 +229,7 @@ class InlineFanOut:
             most: int | None = None) -> list[T | BaseException | None]:
         results: list[T | BaseException | None] = [None] * len(tasks)
         for index, task in enumerate(tasks):
-            if (limit() if callable(limit) else limit) <= 0:
+            if limit_now(limit) <= 0:
                 break
             try:
                 results[index] = task()

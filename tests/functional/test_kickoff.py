@@ -60,14 +60,14 @@ def die_at(call: int) -> Callable[[int], None]:
 @pytest.fixture
 def run(demo):
     """``run(kinesis=None)``: one scheduled kickoff of the demo provider, as its Lambda runs it
-    (same marker, counts and source), on the demo's clock."""
+    (same marker and source), on the demo's clock."""
     s = demo.settings
     dynamodb = boto3.client("dynamodb")
 
     def _run(kinesis: Any = None) -> dict[str, Any]:
         return kickoff(settings=s, marker=KickoffMarker(s.table_name, client=dynamodb),
                        kinesis=kinesis or boto3.client("kinesis"), todays_ids=ids_from_bucket,
-                       counts=DayCounts(s.table_name, client=dynamodb), clock=demo.clock,
+                       clock=demo.clock,
                        emit=lambda doc: None)
     return _run
 

@@ -86,7 +86,7 @@ def test_held_deliveries_double_while_they_bring_no_witness():
         sizes.append(breaker.desired_mapping(state, max_size=10, fallback_size=2,
                                              now=float(t)).batch_size)
         state = breaker.hold(state, now=float(t), missed=True)
-    assert sizes[:4] == [100, 200, 400, 800] and max(sizes) == breaker.MAX_DELIVERY
+    assert sizes[:4] == [100, 200, 400, 800] and max(sizes) == breaker.KINESIS_MAX_BATCH
     # Once the hold lapses, the count starts again.
     later = breaker.hold(state, now=10_000.0)
     assert later.held_misses == 0

@@ -23,6 +23,7 @@ from typing import Any
 from sluice import breaker, verdicts
 from sluice import rearm as rearm_module
 from sluice.breaker import OPENED
+from sluice.fanout import limit_now
 from sluice.invoker import WorkerResult
 from sluice.settings import ProviderSettings, load_settings
 from sluice.ventilator import BatchReport, StreamRecord, Ventilator
@@ -62,15 +63,12 @@ class VirtualFanOut:
         running: list[tuple[float, int, Any]] = []  # (end, index, result) of started calls
         started, now = 0, engine.now
 
-        def current() -> int:
-            return max(0, limit() if callable(limit) else limit)
-
         while True:
             # Calls starting together are in flight together: each sees the delivery's
             # concurrency, not just the calls started before it in this loop.
-            engine.delivery_concurrency = max(1, min(current(), len(tasks) - started
+            engine.delivery_concurrency = max(1, min(limit_now(limit), len(tasks) - started
                                                      + len(running)))
-            while started < len(tasks) and len(running) < current():
+            while started < len(tasks) and len(running) < limit_now(limit):
                 engine.now = now
                 engine.apply_worker_writes()
                 engine.call_latency_s = 0.0
