@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import random
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ class VirtualFanOut:
                 except VentilatorKilled:
                     # Dead now: what it would have written when its running calls answered
                     # never happens; their leases stay until they lapse.
-                    engine.drop_ventilator_writes(after=engine.now)
+                    engine.drop_ventilator_writes(engine.current, after=engine.now)
                     raise
                 engine.in_call = True
                 try:
@@ -93,8 +94,8 @@ class VirtualFanOut:
             if not running:
                 break
             end, index, result = heapq.heappop(running)
-            now = max(now, end)
-            engine.now = now
+            engine.wait_until(end)  # other shards' deliveries and the rearm run meanwhile
+            now = engine.now
             engine.apply_worker_writes()
             results[index] = result
             if on_done is not None:
@@ -121,7 +122,7 @@ class _CallEndLedger:
         if not engine.in_call:
             return write(*args, **kwargs)
         engine.queue_write(engine.now + engine.call_latency_s,
-                           lambda at: write(*args[:-1], at, **kwargs), ventilator=True)
+                           lambda at: write(*args[:-1], at, **kwargs), owner=engine.current)
         return True
 
     def complete(self, record_id: str, day: str, token: str, now: float) -> bool:
@@ -132,6 +133,71 @@ class _CallEndLedger:
 
     def release(self, record_id: str, day: str, token: str, now: float) -> bool:
         return self._at_call_end(self.ledger.release, record_id, day, token, now)
+
+
+POLL, RESUME, REARM = "poll", "resume", "rearm"
+
+
+class _Abandoned(BaseException):
+    """Unwinds a delivery left waiting when the run ends (not an Exception: the ventilator's
+    own handlers must not catch it)."""
+
+
+class _Delivery:
+    """One shard's delivery: the real ventilator's ``handle`` in a thread of its own, so it
+    can wait in virtual time while other shards' deliveries run. Exactly one thread runs at a
+    time (the scheduler and the delivery hand a baton back and forth), so a run stays
+    deterministic; an exception the delivery dies of is re-raised by the scheduler."""
+
+    def __init__(self, shard: int, batch: list[StreamRecord], honoured: bool,
+                 deliver: Any) -> None:
+        self.shard, self.batch, self.honoured = shard, batch, honoured
+        self.report: BatchReport | None = None
+        self.error: BaseException | None = None
+        self._deliver = deliver
+        self._go = threading.Semaphore(0)
+        self._back = threading.Semaphore(0)
+        self._abandoned = False
+        self.thread: threading.Thread | None = threading.Thread(
+            target=self._body, name=f"delivery-shard-{shard}", daemon=True)
+        self._started = False
+
+    def _body(self) -> None:
+        self._go.acquire()
+        try:
+            self.report = self._deliver()
+        except VentilatorKilled:
+            self.report = None
+        except _Abandoned:
+            pass
+        except BaseException as exc:  # handed to the scheduler, which raises it
+            self.error = exc
+        finally:
+            self.thread = None
+            self._back.release()
+
+    def resume(self) -> None:
+        """Scheduler side: let the delivery run until it parks or ends."""
+        if not self._started:
+            self._started = True
+            self.thread.start()
+        self._go.release()
+        self._back.acquire()
+
+    def park(self) -> None:
+        """Delivery side: hand the baton back and wait to be resumed."""
+        self._back.release()
+        self._go.acquire()
+        if self._abandoned:
+            raise _Abandoned()
+
+    def abandon(self) -> None:
+        thread = self.thread
+        if thread is None:
+            return
+        self._abandoned = True
+        self._go.release()
+        thread.join()
 
 
 @dataclass
@@ -231,17 +297,25 @@ class Simulation:
         self._active: list[float] = []  # end times of calls that may still be in flight
         self.call_latency_s = 0.0
         self.delivery_concurrency = 1
-        # Ledger writes that land when a call ends: (at, order, write, by the ventilator).
-        self._writes: list[tuple[float, int, Any, bool]] = []
+        # Ledger writes that land when a call ends: (at, order, write, by which delivery).
+        self._writes: list[tuple[float, int, Any, _Delivery | None]] = []
         self.in_call = False
         self._write_order = itertools.count()
         self._open_since: float | None = None
-        self.ventilator = Ventilator(
+        # One ventilator per shard: the shards' deliveries are concurrent Lambda invocations
+        # (separate execution environments), each with its own per-delivery state.
+        self.ventilators = [Ventilator(
             self.settings, ledger=_CallEndLedger(self, self.ledger), control=self.control,
             mapping=self.mapping,
             invoke=self._invoke, counts=self.counts, malformed=self.malformed,
             fan_out=VirtualFanOut(self), clock=self.clock, emit=self._emit,
-        )
+        ) for _ in range(self.settings.shards)]
+        self.ventilator = self.ventilators[0]
+        # The scheduler: every shard's poll, every running delivery's next instant and the
+        # rearm's schedule, in virtual-time order (see ``wait_until``).
+        self._events: list[tuple[float, int, str, Any]] = []
+        self._event_order = itertools.count()
+        self.current: _Delivery | None = None  # the delivery whose thread runs now
 
     # -- virtual time ---------------------------------------------------------------------------
 
@@ -293,17 +367,21 @@ class Simulation:
         # killed ventilator's orphaned calls sees them as such, as it would in AWS).
         token = payload["claim_token"]
         self.queue_write(self.now + latency_s,
-                         lambda at: self.ledger.complete(*key, token, at), ventilator=False)
+                         lambda at: self.ledger.complete(*key, token, at), owner=None)
         if fault == "connection_dropped":  # the worker ran; the ventilator cannot know
             return WorkerResult(False, ms, error="invoke_ReadTimeoutError",
                                 kind=verdicts.AMBIGUOUS)
         return WorkerResult(True, ms, recorded=True)
 
-    def queue_write(self, at: float, write: Any, *, ventilator: bool) -> None:
-        heapq.heappush(self._writes, (at, next(self._write_order), write, ventilator))
+    def queue_write(self, at: float, write: Any, *, owner: _Delivery | None) -> None:
+        """A ledger write landing at ``at``: a worker's (``owner`` None) or a delivery's."""
+        heapq.heappush(self._writes, (at, next(self._write_order), write, owner))
 
-    def drop_ventilator_writes(self, *, after: float) -> None:
-        self._writes = [w for w in self._writes if not (w[3] and w[0] > after)]
+    def drop_ventilator_writes(self, owner: _Delivery | None, *, after: float) -> None:
+        """A killed ventilator's writes due after its death never happen (other shards'
+        deliveries are other Lambda invocations: theirs still land)."""
+        self._writes = [w for w in self._writes
+                        if not (w[3] is not None and w[3] is owner and w[0] > after)]
         heapq.heapify(self._writes)
 
     def apply_worker_writes(self, until: float | None = None) -> None:
@@ -360,63 +438,108 @@ class Simulation:
 
     def run(self) -> dict[str, Any]:
         shards = self._shard_records()
-        checkpoints = [0] * len(shards)
-        retry_batches: dict[int, list[StreamRecord]] = {}
-        queue: list[tuple[float, int, int]] = [(self.now, 0, i) for i in range(len(shards))]
-        next_rearm = self.now + REARM_PERIOD_S
+        self._checkpoints = [0] * len(shards)
+        self._retry_batches: dict[int, list[StreamRecord]] = {}
+        for shard in range(len(shards)):
+            self._schedule(self.now, POLL, shard)
+        self._schedule(self.now + REARM_PERIOD_S, REARM, None)
         done_at = None
-        counter = 1
-        while queue:
-            t, _, shard = heapq.heappop(queue)
-            while next_rearm <= t:  # rearm fires on its schedule, whatever the shards do
-                self.now = next_rearm
+        try:
+            while self._events:
+                t, _, kind, item = heapq.heappop(self._events)
+                self.now = max(self.now, t)
                 self.apply_worker_writes()
-                self._rearm()
-                next_rearm += REARM_PERIOD_S
-            self.now = t
-            self.apply_worker_writes()
-            if self.t() > self.horizon_s:
-                break
-            self._note_breaker()
-            records = shards[shard]
-            if checkpoints[shard] >= len(records):
-                if all(c >= len(r) for c, r in zip(checkpoints, shards, strict=True)):
-                    done_at = self.now if done_at is None else done_at
+                if kind == REARM:  # the rearm fires on its schedule, whatever the shards do
+                    self._rearm()
+                    self._schedule(self.now + REARM_PERIOD_S, REARM, None)
+                    continue
+                if self.t() > self.horizon_s:
                     break
-                continue  # this shard is drained; the others go on
-            config = self.mapping.effective()
-            if not config.enabled:
-                heapq.heappush(queue, (t + IDLE_POLL_S, counter, shard))
-                counter += 1
-                continue
-            # Lambda retries a failed invocation (or a RetryBatch) with the same batch, whatever
-            # the mapping's BatchSize became meanwhile; a new batch takes the current size.
-            batch = retry_batches.pop(shard, None) or \
-                records[checkpoints[shard]: checkpoints[shard] + config.batch_size]
-            started = self.now
-            deadline = started + VENTILATOR_TIMEOUT_S
-            try:
-                report = self.ventilator.handle(
-                    batch, self.mapping.stream_arn,
-                    remaining_ms=lambda d=deadline: (d - self.now) * 1000)
-            except VentilatorKilled:  # nothing returned: Lambda retries the whole batch
-                report = None
-                retry_batches[shard] = batch
-            duration = (self.now - started) + BATCH_OVERHEAD_S
-            if report is not None:
-                duration += report.backoff_s
-                checkpoints[shard] = self._advance(checkpoints[shard], batch, report,
-                                                   honoured=config.reports_item_failures)
-                if report.retry and not report.reports_item_failures:
-                    retry_batches[shard] = batch  # RetryBatch: the same batch again
-            self.now = started
-            heapq.heappush(queue, (started + duration, counter, shard))
-            counter += 1
+                self._note_breaker()
+                if kind == RESUME:
+                    self._step(item)
+                    continue
+                records = shards[item]
+                if self._checkpoints[item] >= len(records):
+                    if all(c >= len(r) for c, r in zip(self._checkpoints, shards, strict=True)):
+                        done_at = self.now
+                        break
+                    continue  # this shard is drained; the others go on
+                self._poll(item, records)
+        finally:
+            self._abandon_deliveries()
         if done_at is None:
             done_at = self.now
         self._note_breaker()
         self._settle_world()
         return self._summary(done_at - self.start_epoch)
+
+    def _schedule(self, at: float, kind: str, item: Any) -> None:
+        heapq.heappush(self._events, (at, next(self._event_order), kind, item))
+
+    def _poll(self, shard: int, records: list[StreamRecord]) -> None:
+        """The mapping polls a shard: a delivery starts if it is enabled."""
+        config = self.mapping.effective()
+        if not config.enabled:
+            self._schedule(self.now + IDLE_POLL_S, POLL, shard)
+            return
+        # Lambda retries a failed invocation (or a RetryBatch) with the same batch, whatever
+        # the mapping's BatchSize became meanwhile; a new batch takes the current size.
+        checkpoint = self._checkpoints[shard]
+        batch = self._retry_batches.pop(shard, None) or \
+            records[checkpoint: checkpoint + config.batch_size]
+        deadline = self.now + VENTILATOR_TIMEOUT_S
+        ventilator = self.ventilators[shard]
+
+        def deliver() -> BatchReport:
+            return ventilator.handle(batch, self.mapping.stream_arn,
+                                     remaining_ms=lambda: (deadline - self.now) * 1000)
+
+        self._step(_Delivery(shard, batch, config.reports_item_failures, deliver))
+
+    def _step(self, delivery: _Delivery) -> None:
+        """Run a delivery's thread until it waits for a later instant or ends."""
+        self.current = delivery
+        try:
+            delivery.resume()
+        finally:
+            self.current = None
+        if delivery.thread is not None:
+            return  # waiting: its RESUME event is queued
+        if delivery.error is not None:
+            raise delivery.error  # a bug in the code under test: fail loudly
+        shard, batch = delivery.shard, delivery.batch
+        report = delivery.report
+        delay = BATCH_OVERHEAD_S
+        if report is None:  # killed: nothing returned, Lambda retries the whole batch
+            self._retry_batches[shard] = batch
+        else:
+            delay += report.backoff_s
+            self._checkpoints[shard] = self._advance(
+                self._checkpoints[shard], batch, report, honoured=delivery.honoured)
+            if report.retry and not report.reports_item_failures:
+                self._retry_batches[shard] = batch  # RetryBatch: the same batch again
+        self._schedule(self.now + delay, POLL, shard)
+
+    def wait_until(self, at: float) -> None:
+        """The running delivery's time moves on to ``at``. Whatever is due before then (other
+        shards' deliveries, the rearm) runs first, so every ledger read and write, in every
+        delivery, happens in virtual-time order: a delivery never sees a write another makes
+        later, nor misses one made earlier."""
+        delivery = self.current
+        if delivery is None or not self._events or self._events[0][0] > at:
+            self.now = max(self.now, at)
+            return
+        self._schedule(at, RESUME, delivery)
+        delivery.park()
+        self.current = delivery
+
+    def _abandon_deliveries(self) -> None:
+        """The run ended (horizon) with deliveries waiting: unwind their threads."""
+        for _, _, kind, item in self._events:
+            if kind == RESUME:
+                item.abandon()
+        self._events.clear()
 
     def _settle_world(self) -> None:
         """After the run: let pending updates settle and one more rearm converge, as the
