@@ -138,7 +138,8 @@ class Runtime:
         if self._store is None:
             self._store = ResultStore(s.result_bucket, provider=s.provider, prefix=s.result_prefix)
         return run_worker(event, fetch=lambda rid: fetch(rid, s), store=self._store,
-                          ledger=self.ledger(), clock=self.clock)
+                          ledger=self.ledger(), clock=self.clock, emit=self.emit,
+                          provider=s.provider)
 
     def kickoff(self, todays_ids: DaySource) -> dict[str, Any]:
         """Scheduled ingestion; ``todays_ids(day, settings)`` is the provider's own source."""

@@ -61,7 +61,7 @@ def register(commands: Any) -> None:
         "Goodput is the physical limit (min(X, capacity) calls always in flight, mean "
         "latencies, outages and closed windows waited out) over the run's makespan: at "
         "most 1.")
-    p.add_argument("scenarios", nargs="+", metavar="SCENARIO",
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                    help="TOML file(s) or shipped names (steady, degrade-and-recover, ...)")
     p.add_argument("--policy", action="append",
                    help="policy name (repeat with --compare; default: default, or "
@@ -83,6 +83,25 @@ def register(commands: Any) -> None:
     p.add_argument("--chart", type=Path, help="write a chart (PNG)")
     p.add_argument("--update-delay", type=float, default=2.0,
                    help="seconds a mapping update takes to settle (default 2)")
+    fit = p.add_argument_group(
+        "fitting a scenario from real behaviour",
+        "--fit LOGS reads the worker's provider_call lines (JSON lines, the local stack's "
+        "log, or a CloudWatch Logs export: filter-log-events / get-log-events JSON, Lambda's "
+        "tab-separated lines, Logs Insights results) and fits a scenario: capacity (the "
+        "in-flight level past which failures and latency rise), latency p50/p90, error rates "
+        "and phases. It prints the scenario (or writes it with --fit-out); with --compare, "
+        "policies run on it (and on any SCENARIO given).")
+    fit.add_argument("--fit", type=Path, metavar="LOGS", help="a file of provider_call lines")
+    fit.add_argument("--fit-out", type=Path, metavar="TOML",
+                     help="write the fitted scenario here (default: print it)")
+    fit.add_argument("--fit-provider", metavar="NAME",
+                     help="the provider to fit when the log has several")
+    fit.add_argument("--fit-window", type=float, metavar="SECONDS",
+                     help="the time resolution of phases, in scenario seconds (default: "
+                     "about a hundredth of the log, at least 60)")
+    fit.add_argument("--fit-time-scale", type=float, default=1.0, metavar="S",
+                     help="scenario seconds per second of the log: a local run at "
+                     "--time-scale 60 needs 60 here for its phase times (default 1)")
     p.set_defaults(run=run)
 
 
@@ -96,8 +115,25 @@ def run(args: argparse.Namespace) -> int:
     from sluice.policies import POLICIES
     from sluice_tools.scenario import ScenarioError, load_scenario
 
+    fitted = []
+    if args.fit is not None:
+        if not args.compare and (args.scenarios or args.policy or args.dispatch):
+            print("sluice simulate: --fit writes a scenario; add --compare to run policies on "
+                  "it (and on the scenarios given)", file=sys.stderr)
+            return 2
+        result = run_fit(args)
+        if isinstance(result, int):
+            return result
+        if not args.compare:
+            return 0
+        fitted = [result.with_records(args.records)]
+    elif not args.scenarios:
+        print("sluice simulate: give a scenario (a TOML file or a shipped name), or --fit LOGS",
+              file=sys.stderr)
+        return 2
     try:
-        scenarios = [load_scenario(s).with_records(args.records) for s in args.scenarios]
+        scenarios = fitted + [load_scenario(s).with_records(args.records)
+                              for s in args.scenarios]
     except ScenarioError as exc:
         print(f"sluice simulate: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +178,106 @@ def run(args: argparse.Namespace) -> int:
         print(f"INVARIANT FAILED: {s['scenario']} / {s['policy']} / {_dispatch(s)} / seed "
               f"{s['seed']}: {', '.join(bad)}")
     return 1 if failed else 0
+
+
+def run_fit(args: argparse.Namespace) -> Any:
+    """Fit a scenario from ``args.fit``: the Scenario, or an exit code."""
+    import tomllib
+
+    from rich.console import Console
+
+    from sluice_tools.scenario import parse_scenario
+    from sluice_tools.simulate.fit import (
+        FitError,
+        calls_of,
+        fit_phases,
+        read_log,
+        scenario_name,
+        scenario_toml,
+    )
+
+    try:
+        read = read_log(args.fit)
+        if not read.calls:
+            raise FitError(
+                f"no provider_call lines in {args.fit} ({read.entries} lines or events read"
+                f"{f', {read.invalid} provider_call lines malformed' if read.invalid else ''})"
+                ": the worker logs one per provider call, in its log group "
+                "(/aws/lambda/<app>-<stage>-worker)")
+        calls = calls_of(read, args.fit_provider)
+        fit = fit_phases(calls, window_s=args.fit_window, time_scale=args.fit_time_scale)
+        text = scenario_toml(fit, name=scenario_name(str(args.fit)), source=str(args.fit))
+    except FitError as exc:
+        print(f"sluice simulate: {exc}", file=sys.stderr)
+        return 2
+    scenario = parse_scenario(tomllib.loads(text), str(args.fit_out or args.fit))
+    # The scenario alone on stdout when it is printed (so it can be redirected to a file).
+    console = Console(stderr=args.fit_out is None, width=120)
+    print_fit(read, fit, console)
+    if args.fit_out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return scenario
+    try:
+        args.fit_out.write_text(text)
+    except OSError as exc:
+        print(f"sluice simulate: cannot write {args.fit_out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    console.print(f"wrote [bold]{args.fit_out}[/]: sluice simulate {args.fit_out} --compare")
+    return scenario
+
+
+def print_fit(read: Any, fit: Any, console: Any) -> None:
+    """What was read and what was fitted: the phases, then the in-flight levels of the
+    longest phase with its knee."""
+    from rich.table import Table
+
+    from sluice_tools.simulate.fit import duration_text
+
+    provider = f" of [cyan]{fit.provider}[/]" if fit.provider else ""
+    console.print(f"[bold]sluice simulate --fit[/]: {len(fit.calls)} provider_call lines"
+                  f"{provider} ({read.shape}: {read.entries} read, {read.skipped} other lines "
+                  f"skipped, {read.invalid} malformed, {read.duplicates} duplicates)")
+    phases = Table(title=f"phases (windows of {duration_text(fit.window_s)})")
+    for title in ("from", "to", "calls", "failed", "capacity", "p50 ms", "p90 ms",
+                  "error rate", "overload errors"):
+        phases.add_column(title, justify="left" if title in ("from", "to") else "right")
+    for p in fit.phases:
+        cells = [duration_text(p.at_s), duration_text(p.end_s), str(p.calls),
+                 f"{p.failure_share:.0%}"]
+        if p.outage:
+            phases.add_row(*cells, "[bold red]outage[/]", "", "", "", "")
+            continue
+        k = p.knee
+        low, high = k.plausible
+        capacity = f"{k.capacity}" + ("" if k.reached else "+ (not reached)")
+        if (low, high) != (k.capacity, k.capacity):
+            capacity += f" ({low}-{high})"
+        phases.add_row(*cells, capacity, _ms(k.p50_ms), _ms(k.p90_ms), f"{k.error_rate:.3f}",
+                       "-" if k.overload_error_rate is None else f"{k.overload_error_rate:.3f}")
+    console.print(phases)
+    main = max((p for p in fit.phases if not p.outage), key=lambda p: p.calls, default=None)
+    if main is not None:
+        k = main.knee
+        levels = Table(title=f"in flight at each call's start, from {duration_text(main.at_s)}: "
+                       f"capacity {k.capacity}")
+        for title in ("in flight", "calls", "error rate", "p50 ms", "p90 ms", ""):
+            levels.add_column(title, justify="right")
+        for row in k.levels:
+            if abs(row.in_flight - k.capacity) > 15:
+                continue
+            levels.add_row(str(row.in_flight), str(row.calls), f"{row.error_rate:.3f}",
+                           _ms(row.p50_ms), _ms(row.p90_ms),
+                           "<- capacity" if row.in_flight == k.capacity else "")
+        console.print(levels)
+    if fit.error_kinds:
+        console.print("failed calls by kind: " + ", ".join(
+            f"{kind} {n}" for kind, n in fit.error_kinds.most_common(8)))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def simulate_all(scenarios, policies, seeds, update_delay, dispatches=(None,)):
