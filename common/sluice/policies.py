@@ -235,3 +235,8 @@ def make_policy(name: str, **params) -> Policy:
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}") from None
     return cls(**params)
+
+
+# The peers (classic AIMD, Vegas, Gradient2) register on import, so settings and the simulator
+# know their names wherever the runtime is imported. Last: they build on the names above.
+from sluice import peer_policies  # noqa: E402, F401
