@@ -1,33 +1,37 @@
 """A fake provider API: a real HTTP server on 127.0.0.1 that is slow and fails on purpose.
 
 ``GET /<anything>/<id>`` answers one record after a latency drawn from its behaviour, or
-fails with 503: JSON, or XML when the path ends in ``.xml`` (``/filings/<id>.xml``), so every
-provider's API shape is served. With ``bearer_token`` set, a call without
-``Authorization: Bearer <token>`` gets 401 and is not served. It counts every record it
-served per provider-local day, as a real provider's usage meter would: a record served twice
-in a day is a duplicate fetch, caught by the provider itself rather than by sluice's own
-bookkeeping. ``GET /stats`` returns the counters.
+fails (503; 504 for a call that timed out in the provider's queue; 429 with a ``Retry-After``
+header, in seconds, for a provider that rate-limits): JSON, or XML when the path ends in
+``.xml`` (``/filings/<id>.xml``), so every provider's API shape is served. With
+``bearer_token`` set, a call without ``Authorization: Bearer <token>`` gets 401 and is not
+served. It counts every record it served per provider-local day, as a real provider's usage
+meter would: a record served twice in a day is a duplicate fetch, caught by the provider
+itself rather than by sluice's own bookkeeping. ``GET /stats`` returns the counters.
 
 Behaviours are pluggable: ``PercentBehaviour`` reproduces the original demo's
-SLOW_PERCENTAGE / ERROR_PERCENTAGE knobs; the local stack plugs in a scenario over time.
+SLOW_PERCENTAGE / ERROR_PERCENTAGE knobs; the local stack plugs in a scenario over time
+(``ScenarioBehaviour``: the simulator's provider model, ``provider_model``, on the wall clock).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 from xml.sax.saxutils import escape
 
+from sluice_tools.provider_model import RealTimeServer
 from sluice_tools.scenario import Scenario
 
 
@@ -35,6 +39,8 @@ from sluice_tools.scenario import Scenario
 class Reply:
     latency_s: float
     fail: bool
+    status: int = 503  # when it fails: 503, 504 (queue timeout) or 429 (rate limited)
+    retry_after_s: float | None = None  # with a 429: the Retry-After header's seconds
 
 
 class Behaviour(Protocol):
@@ -69,27 +75,27 @@ class PercentBehaviour:
 
 
 class ScenarioBehaviour:
-    """The provider a scenario describes, at the scenario time of each call.
+    """The provider a scenario describes (``provider_model.ProviderServer``), on the wall
+    clock: ``capacity`` slots, a call beyond them waits for one (its latency is the real wait
+    plus its service time), congestion, overload errors, the queue timeout, 429 with
+    Retry-After, error bursts and outages, at the scenario time of each call.
 
-    Scenario time runs ``time_scale`` times faster than the wall clock (phases compress);
-    latencies are drawn in real milliseconds (thresholds keep their meaning).
+    Scenario time runs ``time_scale`` times faster than the wall clock (phases and bursts
+    compress); latencies and waits are real seconds (thresholds keep their meaning).
     """
 
     def __init__(self, scenario: Scenario, scenario_time: Callable[[], float],
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.scenario = scenario
         self.scenario_time = scenario_time
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
+        self.server = RealTimeServer(scenario, scenario_time, random.Random(seed),
+                                     monotonic=monotonic)
 
     def reply(self, record_id: str, in_flight: int) -> Reply:
-        state = self.scenario.state_at(self.scenario_time())
-        with self._lock:
-            latency = state.latency_s(self._rng, in_flight)
-            fail = state.fails(self._rng, in_flight)
-        if state.outage:
-            latency = min(latency, 0.05)  # a dead provider answers fast: 503 at the door
-        return Reply(latency, fail)
+        answer = self.server.call()
+        return Reply(answer.latency_s, not answer.ok, answer.status if not answer.ok else 503,
+                     answer.retry_after_s)
 
 
 class FailingIds:
@@ -101,7 +107,9 @@ class FailingIds:
 
     def reply(self, record_id: str, in_flight: int) -> Reply:
         reply = self.inner.reply(record_id, in_flight)
-        return Reply(reply.latency_s, reply.fail or record_id in self.failing)
+        if record_id in self.failing and not reply.fail:
+            return replace(reply, fail=True, status=503, retry_after_s=None)
+        return reply
 
 
 def utc_day() -> str:
@@ -139,6 +147,7 @@ class FakeProvider:
         self.served: Counter[tuple[str, str]] = Counter()
         self.calls = 0
         self.failures = 0
+        self.rate_limited = 0  # of the failures, 429s
         self.in_flight = 0
         self.max_in_flight = 0
         self.on_call: Callable[[float, float, bool, int], None] | None = None  # t, ms, ok, n
@@ -171,6 +180,7 @@ class FakeProvider:
             with self._lock:
                 if reply.fail:
                     self.failures += 1
+                    self.rate_limited += reply.status == 429
                 else:
                     self.served[(record_id, day)] += 1
         finally:
@@ -179,8 +189,11 @@ class FakeProvider:
         if self.on_call:
             self.on_call(time.time(), (time.perf_counter() - started) * 1000, not reply.fail,
                          in_flight)
+        if reply.fail and reply.status == 429:
+            retry_after = math.ceil(reply.retry_after_s or 1)
+            return 429, {"error": "rate_limited", "retry_after_s": retry_after}
         if reply.fail:
-            return 503, {"error": "unavailable"}
+            return reply.status, {"error": "unavailable" if reply.status == 503 else "timeout"}
         return 200, record_body(record_id, day)
 
     def duplicates(self) -> dict[tuple[str, str], int]:
@@ -192,6 +205,7 @@ class FakeProvider:
             return {
                 "calls": self.calls,
                 "failures": self.failures,
+                "rate_limited": self.rate_limited,
                 "served": sum(self.served.values()),
                 "distinct_served": len(self.served),
                 "duplicates": sum(n - 1 for n in self.served.values() if n > 1),
@@ -209,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = unquote(urlparse(self.path).path)
-        content_type = "application/json"
+        content_type, doc = "application/json", {}
         token = self.provider.bearer_token
         if path == "/stats":
             status, body = 200, json.dumps(self.provider.stats()).encode()
@@ -229,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 body = json.dumps(doc).encode()
         self.send_response(status)
+        if status == 429 and "retry_after_s" in doc:
+            self.send_header("Retry-After", str(doc["retry_after_s"]))
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

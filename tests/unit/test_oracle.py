@@ -1,12 +1,15 @@
 """The physical-limit oracle: closed forms on tiny scenarios, and no simulated run beats it."""
 
+import heapq
 import math
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.window import AccessWindow
+from sluice_tools.provider_model import ProviderServer, congestion_factor
 from sluice_tools.scenario import load_scenario, parse_scenario
 from sluice_tools.simulate.engine import Simulation
 from sluice_tools.simulate.oracle import (
@@ -20,11 +23,12 @@ L = math.log(1 / SAMPLING_DELTA)
 
 
 def scenario(records=1000, capacity=10, p50=100, p90=100, error_rate=0.0, overload=0.3,
-             phases=(), **extra):
+             phases=(), congestion=0.0, provider=None, **extra):
+    """Flat latency up to capacity (no congestion) unless asked: the closed forms stay short."""
     return parse_scenario({"records": records, "provider": {
         "capacity": capacity, "latency_ms": {"p50": p50, "p90": p90},
-        "error_rate": error_rate, "overload_error_rate": overload}, "phases": list(phases),
-        **extra})
+        "error_rate": error_rate, "overload_error_rate": overload, "congestion": congestion,
+        **(provider or {})}, "phases": list(phases), **extra})
 
 
 def fluid(s, x, **kwargs):
@@ -114,6 +118,89 @@ def test_the_bound_allows_for_carry_over_and_sampling_luck():
     assert physical_limit_makespan_s(scenario(), 10) == exact.bound_s
 
 
+def test_congestion_makes_fewer_calls_faster():
+    # latency_ms is the provider at capacity: 4 of 10 slots busy serve in g(4) of it.
+    s = scenario(congestion=0.5)
+    g4 = (1 + 0.5 * 0.4 ** 2) / 1.5
+    assert congestion_factor(s.provider, 4) == pytest.approx(g4)
+    assert fluid(s, 4) == pytest.approx(1000 * 0.1 * g4 / 4)
+    assert fluid(s, 10) == pytest.approx(1000 * 0.1 / 10)  # at capacity: unchanged
+    # Several streams: the k-th oldest call saw at least k calls, so at most 1 / g(k).
+    ranks = sum(1 / congestion_factor(s.provider, k) for k in range(1, 11))
+    assert fluid(s, 10, streams=2) == pytest.approx(1000 * 0.1 / ranks)
+    # Congestion steep enough that the last slot costs more than it brings: fewer is faster.
+    steep = scenario(congestion=4.0, provider={"congestion_exponent": 4})
+    best = max(n / congestion_factor(steep.provider, n) for n in range(1, 11))
+    assert best > 10 and fluid(steep, 10) == pytest.approx(1000 * 0.1 / best)
+
+
+def test_overload_errors_ramp_and_429s_yield_nothing():
+    # X = 10 over capacity 4, no error under capacity and none once overloaded: running over
+    # capacity gives nothing more (a slot share c / n), and a 429 nothing at all.
+    assert fluid(scenario(capacity=4, overload=0.0), 10) == pytest.approx(1000 * 0.1 / 4)
+    odd = scenario(capacity=4, error_rate=0.5, overload=0.0)  # overloaded, it fails less
+    assert fluid(odd, 10) == pytest.approx(1000 * 0.1 / 4)
+    rate_limited = scenario(capacity=4, error_rate=0.5, overload=0.0,
+                            provider={"retry_after": "10s"})
+    assert fluid(rate_limited, 10) == pytest.approx(1000 * 0.1 / 4 / 0.5)
+    assert fluid(rate_limited, 10, streams=2) == pytest.approx(1000 * 0.1 / 4 / 0.5)
+
+
+def test_only_the_bursts_given_count():
+    s = scenario(provider={"bursts": {"every": "1m", "length": "10s", "error_rate": 0.5}})
+    assert fluid(s, 10) == pytest.approx(10.0)  # none given: none counted
+    # Half the calls fail from 0 s to 5 s: 250 records, then 750 at 100 a second.
+    assert fluid(s, 10, bursts=[(0.0, 5.0)]) == pytest.approx(12.5)
+    limit = physical_limit(s, 10, bursts=[(0.0, 5.0)])
+    assert limit.carry_records == 0 and limit.bound_s < limit.fluid_s
+    later = physical_limit(s, 10, bursts=[(2.0, 3.0)])
+    assert later.carry_records == 10  # a burst is a drop: the calls in flight then carry
+
+
+def _closed_loop_makespan(server, records, n):
+    """A client of the provider model that keeps n calls in flight and retries every failed
+    record at once (max_attempts None), calls starting together sharing their congestion."""
+    pending, done, seq, ends = records, 0, 0, []
+    for _ in range(min(n, pending)):
+        answer = server.call(0.0, together=min(n, pending))
+        heapq.heappush(ends, (answer.latency_s, seq, answer.ok))
+        seq += 1
+    pending -= len(ends)
+    now = 0.0
+    while ends:
+        now, _, ok = heapq.heappop(ends)
+        if ok:
+            done += 1
+        else:
+            pending += 1
+        if pending:
+            answer = server.call(now)
+            heapq.heappush(ends, (now + answer.latency_s, seq, answer.ok))
+            seq += 1
+            pending -= 1
+    assert done == records
+    return now
+
+
+@pytest.mark.parametrize("name", ["steady", "degrade-and-recover", "brownout", "flapping-below",
+                                  "retry-after"])
+def test_no_client_of_the_provider_model_beats_the_limit(name):
+    """The server (wait for a slot, congestion, overload ramp, queue timeout, 429, bursts)
+    against the oracle: at X = 1, capacity and 10, whatever the scenario's capacity."""
+    s = load_scenario(name).with_records(1500)
+    with_bursts = parse_scenario({"provider": {
+        "capacity": 6, "latency_ms": {"p50": 100, "p90": 400}, "error_rate": 0.02,
+        "bursts": {"every": "20s", "length": "5s", "error_rate": 0.8}}, "records": 1500})
+    for sc in (s, with_bursts):
+        for x in sorted({1, sc.provider.capacity, 10}):
+            for seed in (1, 2):
+                server = ProviderServer(sc, random.Random(seed))
+                makespan = _closed_loop_makespan(server, sc.records, x)
+                bound = physical_limit_makespan_s(
+                    sc, x, bursts=server.bursts.intervals(makespan))
+                assert bound <= makespan, (sc.name, x, seed, bound, makespan)
+
+
 @pytest.mark.parametrize("dispatch", ["batch", "window"])
 @pytest.mark.parametrize("name", ["steady", "degrade-and-recover", "flapping",
                                   "maintenance-window"])
@@ -139,7 +226,9 @@ def scenarios(draw):
                      "latency_ms": {"p50": p50,
                                     "p90": p50 * draw(st.sampled_from([1, 2, 4]))},
                      "error_rate": draw(st.sampled_from([0.0, 0.01, 0.1])),
-                     "overload_error_rate": draw(st.sampled_from([0.05, 0.3]))},
+                     "overload_error_rate": draw(st.sampled_from([0.05, 0.3])),
+                     "congestion": draw(st.sampled_from([0.0, 0.5, 1.0])),
+                     "retry_after": draw(st.sampled_from([0, 0, 5]))},
         "settings": {"max_concurrency": draw(st.integers(1, 12))},
         "phases": [],
     }
