@@ -60,6 +60,8 @@ class ControlState:
     # Window dispatch: records per delivery while closed (``delivery.delivery_size``); 0 in
     # batch dispatch, where a delivery is the batch size (the concurrency).
     delivery: int = 0
+    # The provider's Retry-After (a 429 or 503 asking for a pause): no call starts before.
+    rate_limited_until: float = 0.0
     version: int = 0  # optimistic-lock counter, bumped by every stored change
 
     @property

@@ -79,7 +79,7 @@ class ControlStore:
 
 _NUMBERS = ("batch_size", "window_pauses", "opened_at", "changed_at", "opens",
             "probe_issued_at", "probe_taken_at", "shards", "held_until", "held_misses",
-            "lone_failures", "last_served_at", "delivery", "version")
+            "lone_failures", "last_served_at", "delivery", "rate_limited_until", "version")
 _TEXTS = ("breaker", "pause_reason", "reason", "probe_token")
 _FLAGS = ("paused", "window_closed")
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 class ProviderError(Exception):
     """A provider call failed. ``kind`` is short and content-free (e.g. ``timeout``,
     ``http_503``); ``permanent`` means retrying cannot help (e.g. the record does not exist),
-    so the record is parked at once instead of after max attempts."""
+    so the record is parked at once instead of after max attempts. ``retry_after_s``: the
+    provider asked to be left alone this long (a 429 or 503 with ``Retry-After``): it is
+    busy, which says nothing against the record."""
 
-    def __init__(self, kind: str, *, permanent: bool = False) -> None:
+    def __init__(self, kind: str, *, permanent: bool = False, retry_after_s: float = 0.0) -> None:
         super().__init__(kind)
         self.kind = kind
         self.permanent = permanent
+        self.retry_after_s = retry_after_s
 
 
 class RetryBatch(Exception):

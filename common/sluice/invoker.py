@@ -43,6 +43,7 @@ class WorkerResult:
     permanent: bool = False
     recorded: bool = False
     found: bool = False  # today's result was already stored: no provider call was made
+    retry_after_s: float = 0.0  # the provider asked to be left alone this long (Retry-After)
     # ok | failed | permanent (the worker answered) | rejected (it never ran) | ambiguous (the
     # request may have reached it: it may still be running, so its claim must be kept)
     kind: str = ""
@@ -120,6 +121,7 @@ class WorkerInvoker:
                 permanent=bool(doc.get("permanent", False)),
                 recorded=bool(doc.get("recorded", False)),
                 found=bool(doc.get("found", False)),
+                retry_after_s=max(0.0, float(doc.get("retry_after_s", 0.0))),
             )
         except (ValueError, KeyError, TypeError):
             return WorkerResult(False, self._ms(started), error="worker_bad_reply")

@@ -14,6 +14,7 @@ log line or an error message.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import http.client
 import io
@@ -29,6 +30,9 @@ from typing import Any
 from sluice.errors import ProviderError
 
 PERMANENT_STATUSES = frozenset({400, 404, 410, 422})
+# Answers that may carry Retry-After ("come back later": busy or rate limited).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+MAX_RETRY_AFTER_S = 3600.0  # a provider asking for more is read as an hour, not obeyed blindly
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 3
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -96,10 +100,27 @@ def _exchange(
     except urllib.error.HTTPError as exc:
         location = exc.headers.get("Location") if exc.code in REDIRECT_STATUSES else None
         code = exc.code
+        retry_after_s = retry_after(exc.headers.get("Retry-After")) \
+            if code in RETRY_AFTER_STATUSES else 0.0
         exc.close()
     if location is None:
-        raise ProviderError(f"http_{code}", permanent=code in PERMANENT_STATUSES)
+        raise ProviderError(f"http_{code}", permanent=code in PERMANENT_STATUSES,
+                            retry_after_s=retry_after_s)
     return None, location
+
+
+def retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float:
+    """Seconds a ``Retry-After`` header asks for: delta-seconds or an HTTP-date (RFC 9110
+    10.2.3), 0 when absent, unreadable or past, at most ``MAX_RETRY_AFTER_S``."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    try:
+        seconds = float(int(value)) if value.isdigit() else (
+            email.utils.parsedate_to_datetime(value).timestamp() - now())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    return max(0.0, min(MAX_RETRY_AFTER_S, seconds))
 
 
 def _guarded(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -38,7 +38,7 @@ from sluice.malformed import MalformedStore
 from sluice.mapping import MappingView
 from sluice.metrics import Emit, emf_document, stdout_emit
 from sluice.parking import ParkedQueue
-from sluice.policies import OPEN, Decision, Policy, Sample, make_policy, percentile
+from sluice.policies import HOLD, OPEN, Decision, Policy, Sample, make_policy, percentile
 from sluice.ports import ControlPort, FanOutPort, LedgerPort, MappingPort
 from sluice.settings import ProviderSettings
 
@@ -100,6 +100,7 @@ class BatchReport:
     probe_token: str = ""  # this delivery holds the half-open probe
     stopped: bool = False  # the control item stopped calls while the delivery ran
     fetched_at: list[float] = field(default_factory=list)  # when its fetched records were
+    quiet_until: float = 0.0  # a busy provider's Retry-After runs until then
 
     @property
     def retry(self) -> list[str]:
@@ -426,6 +427,8 @@ class Ventilator:
         result = self.invoke({"record_id": rid, "day": day, "claim_token": token,
                               "attempt": entry.attempts, "source": p.request.source})
         kind = result.outcome
+        if result.retry_after_s > 0 and not result.ok:
+            report.quiet_until = max(report.quiet_until, self.clock() + result.retry_after_s)
         if kind in (verdicts.OK, verdicts.FOUND):
             if not result.recorded:
                 self.ledger.complete(rid, day, token, self.clock())
@@ -519,12 +522,22 @@ class Ventilator:
             if samples:
                 decision = self.policy.decide(current.batch_size, samples, current.recent)
                 lowers = decision.action == OPEN or decision.size < current.batch_size
+                if decision.size > current.batch_size and self.clock() < max(
+                        current.rate_limited_until, report.quiet_until):
+                    # The provider said it is busy and when to come back (Retry-After): the
+                    # limit that overloaded it is not probed again before then. Calls go on
+                    # at the lowered limit (pausing every call for each 429 of a slot-limited
+                    # provider idles the slots it does have: goodput 0.05 in `retry-after`).
+                    decision = replace(decision, size=current.batch_size, action=HOLD)
                 if not (stale and lowers):
                     report.decision = decision
                     current = breaker.after_batch(current, decision, self.clock())
             current = replace(current,
                               lone_failures=judgement.lone_failures(current.lone_failures),
-                              delivery=self._delivery(current))
+                              delivery=self._delivery(current),
+                              # Every shard's ventilator honours the provider's Retry-After.
+                              rate_limited_until=max(current.rate_limited_until,
+                                                     report.quiet_until))
             if judgement.served:
                 current = replace(current, last_served_at=self.clock())
             return breaker.hold(current, self.clock()) if judgement.hold else current
@@ -637,7 +650,8 @@ def _call_result(seq: str, rid: str, kind: str, result: WorkerResult, entry: Ent
                                suspects=entry.suspects,
                                witnessed=witnessed,
                                served_since_failure=served_since_failure,
-                               started_at=entry.claimed_at)
+                               started_at=entry.claimed_at,
+                               retry_after_s=result.retry_after_s)
 
 
 def _seq_key(sequence_number: str) -> tuple[int, int | str]:

@@ -25,6 +25,9 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
 - Blame needs a provider serving *cleanly* (``serving_cleanly``: its recent error rate well
   under the threshold): under overload a third of the calls may fail at random, and a
   record failing three times in a row there is bad luck, not proof.
+- A provider that says it is busy (429, or any answer with ``Retry-After``: ``CallResult.busy``)
+  failed the call for its own reasons: it feeds the policy (overload) and blames nobody, held
+  records included.
 - An outcome that is unknown (``ambiguous``: the Invoke may have reached the worker) or a call
   that definitely never started (``rejected``: throttled) is retried later, blames nobody and
   teaches the policy nothing.
@@ -42,6 +45,8 @@ OK, FAILED, PERMANENT, AMBIGUOUS, REJECTED = "ok", "failed", "permanent", "ambig
 # made no provider call: the record is fetched, but the provider proved nothing, so it is no
 # sample for the policy and no witness against the records beside it.
 FOUND = "found"
+# Failures that are the provider's by definition: "too many requests".
+BUSY_ERRORS = frozenset({"http_429"})
 # What becomes of the record in this delivery.
 FETCHED, RETRY, PARK = "fetched", "retry", "park"
 
@@ -63,6 +68,13 @@ class CallResult:
     # samples to judge the provider, but it does serve): a lone failure is then suspect.
     served_since_failure: bool = False
     started_at: float = 0.0  # when the call was claimed and started
+    retry_after_s: float = 0.0  # the provider's Retry-After, if it gave one
+
+    @property
+    def busy(self) -> bool:
+        """The provider refused the call as too busy (rate limited): its state, not the
+        record's."""
+        return self.kind == FAILED and (self.retry_after_s > 0 or self.error in BUSY_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ def judge(
             samples.append(Sample(c.latency_ms, True))
         elif c.kind in (AMBIGUOUS, REJECTED):
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
+        elif c.busy:  # rate limited: an overload signal, never held against the record
+            verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
+            samples.append(Sample(c.latency_ms, False))
         elif c.witnessed and provider_serving:
             # A held record, called because the provider served another record of this
             # delivery after its last failure: failing again, it is the record.

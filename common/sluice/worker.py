@@ -69,8 +69,10 @@ def run_worker(
     try:
         record = fetch(record_id)
     except ProviderError as exc:
-        _log_call(emit, provider, call_at, perf() - call_started, exc.kind, exc.permanent)
-        return _failed(exc.kind, perf() - started, permanent=exc.permanent)
+        _log_call(emit, provider, call_at, perf() - call_started, exc.kind, exc.permanent,
+                  exc.retry_after_s)
+        return _failed(exc.kind, perf() - started, permanent=exc.permanent,
+                       retry_after_s=exc.retry_after_s)
     except Exception as exc:  # provider logic bug: classify, never leak the message
         kind = f"worker_{type(exc).__name__}"
         _log_call(emit, provider, call_at, perf() - call_started, kind, False)
@@ -93,7 +95,7 @@ def _complete(ledger: Ledger, record_id: str, day: str, token: str, clock: Clock
 
 
 def call_line(provider: str, started_at: float, latency_s: float, error_kind: str | None,
-              permanent: bool = False) -> dict[str, Any]:
+              permanent: bool = False, retry_after_s: float = 0.0) -> dict[str, Any]:
     """The ``provider_call`` log line: timings, outcome and error kind, never an id, a URL,
     a payload or a message. ``started_at`` (epoch seconds) and ``latency_ms`` let a reader
     rebuild how many calls were in flight when each one started."""
@@ -112,22 +114,27 @@ def call_line(provider: str, started_at: float, latency_s: float, error_kind: st
         # call went through the provider's own fetch, which does not say which 2xx it got.
         "status": int(status.group(1)) if status else None,
         "permanent": permanent,  # the provider answered "this record cannot be served"
+        "retry_after_s": round(retry_after_s, 3),  # the provider asked to be left alone
     }
 
 
 def _log_call(emit: Emit | None, provider: str, started_at: float, latency_s: float,
-              error_kind: str | None, permanent: bool) -> None:
+              error_kind: str | None, permanent: bool, retry_after_s: float = 0.0) -> None:
     if emit is None:
         return
     # A log line is never worth failing (and so re-billing) a call the provider served.
     with contextlib.suppress(Exception):
-        emit(call_line(provider, started_at, latency_s, error_kind, permanent))
+        emit(call_line(provider, started_at, latency_s, error_kind, permanent, retry_after_s))
 
 
-def _failed(kind: str, elapsed_s: float, *, permanent: bool = False) -> dict[str, Any]:
-    return {
+def _failed(kind: str, elapsed_s: float, *, permanent: bool = False,
+            retry_after_s: float = 0.0) -> dict[str, Any]:
+    doc = {
         "ok": False,
         "error": kind,
         "permanent": permanent,
         "latency_ms": round(elapsed_s * 1000, 2),
     }
+    if retry_after_s > 0:
+        doc["retry_after_s"] = round(retry_after_s, 3)  # the provider is busy: see verdicts
+    return doc

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from sluice import provider_http
 from sluice.errors import ProviderError
 from sluice.provider_http import MAX_REDIRECTS, get, get_json
 
@@ -504,3 +505,32 @@ def test_an_error_in_a_server_thread_fails_the_test():
     finally:
         with pytest.raises(RuntimeError, match="route crashed"):
             server.stop()
+
+
+# -- a busy provider's Retry-After ---------------------------------------------------------------
+
+
+def busy(code: int, retry_after: str | None) -> Route:
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    return lambda h: h.send_body(b"slow down", code, **headers)
+
+
+@pytest.mark.parametrize(("code", "header", "expected"), [
+    (429, "7", 7.0),
+    (503, "120", 120.0),
+    (429, None, 0.0),
+    (429, "soon", 0.0),  # unreadable: no pause, the verdicts still see a 429
+    (429, "999999", provider_http.MAX_RETRY_AFTER_S),
+    (500, "7", 0.0),  # only 429 and 503 ask for a pause
+])
+def test_a_busy_answer_carries_the_providers_retry_after(serve, code, header, expected):
+    server = serve({"/r": busy(code, header)})
+    error = kind_of(lambda: provider_http.get(server.url("/r"), timeout_s=5))
+    assert (error.kind, error.retry_after_s) == (f"http_{code}", expected)
+
+
+def test_retry_after_as_an_http_date_counts_from_now():
+    assert provider_http.retry_after("Wed, 21 Oct 2026 07:28:30 GMT",
+                                     now=lambda: 1792567700.0) == 10.0
+    assert provider_http.retry_after("Wed, 21 Oct 2026 07:28:30 GMT",
+                                     now=lambda: 1792567800.0) == 0.0  # already past

@@ -75,7 +75,7 @@ def test_a_served_call_logs_one_line_with_its_timing_and_nothing_else():
     assert outcome["ok"] is True
     assert lines == [{"event": "provider_call", "provider": "quotes", "started_at": T0,
                       "latency_ms": 250.0, "ok": True, "error_kind": None, "status": None,
-                      "permanent": False}]
+                      "permanent": False, "retry_after_s": 0.0}]
 
 
 @pytest.mark.parametrize(("error", "kind", "status", "permanent"), [
@@ -120,7 +120,7 @@ def test_the_line_never_carries_ids_payloads_urls_messages_or_credentials():
         assert secret not in text
     assert {key for line in lines for key in line} == {
         "event", "provider", "started_at", "latency_ms", "ok", "error_kind", "status",
-        "permanent"}
+        "permanent", "retry_after_s"}
 
 
 def test_no_line_when_no_call_is_made():

@@ -38,6 +38,7 @@ from sluice_tools.memory import (
     MemoryMapping,
     MemoryShards,
 )
+from sluice_tools.provider_model import OUTAGE, ProviderServer
 from sluice_tools.scenario import ProviderState, Scenario
 from sluice_tools.simulate.chaos import Chaos, VentilatorKilled
 from sluice_tools.simulate.oracle import physical_limit
@@ -268,6 +269,9 @@ class Simulation:
         self.scenario = scenario
         self.seed = seed
         self.rng = random.Random(seed)
+        # The provider draws from its own generator, so the chaos schedule's draws never
+        # shift what the provider does.
+        self.provider = ProviderServer(scenario, random.Random(seed * 6151 + 1))
         self.chaos = chaos or Chaos.none()
         fields = {"provider": "sim", "stream_name": "sim", "table_name": "sim",
                   "result_bucket": "sim", "worker_function": "sim-worker",
@@ -294,7 +298,6 @@ class Simulation:
         self.served: dict[tuple[str, str], int] = {}
         self.stored: set[tuple[str, str]] = set()
         self.intervals: list[tuple[float, float]] = []  # every provider call: (start, end)
-        self._active: list[float] = []  # end times of calls that may still be in flight
         self.call_latency_s = 0.0
         self.delivery_concurrency = 1
         # Ledger writes that land when a call ends: (at, order, write, by which delivery).
@@ -327,10 +330,6 @@ class Simulation:
 
     # -- the simulated provider and worker -----------------------------------------------------
 
-    def _in_flight_at(self, t: float) -> int:
-        self._active = [end for end in self._active if end > t]
-        return len(self._active)
-
     def _invoke(self, payload: dict[str, Any]) -> WorkerResult:
         """Lambda's Invoke of the worker: the worker's own logic (look for today's result,
         call the provider, store, mark fetched), with the chaos schedule's faults."""
@@ -342,21 +341,18 @@ class Simulation:
         if key in self.stored:  # the worker finds today's result: no provider call
             recorded = self.ledger.complete(*key, payload["claim_token"], self.now)
             return WorkerResult(True, 0.0, recorded=recorded, found=True)
-        state = self.scenario.state_at(self.t())
-        if payload["record_id"] in self.chaos.poison:
-            state = ProviderState(**{**state.__dict__, "error_rate": 1.0})
-        in_flight = max(self._in_flight_at(self.now) + 1, self.delivery_concurrency)
-        latency_s = state.latency_s(self.rng, in_flight)
-        fail = state.fails(self.rng, in_flight) or payload["record_id"] in self.chaos.poison
-        if state.outage:
-            latency_s = min(latency_s, 0.05)
+        # The provider's slots and queue see every call in virtual-time order (the shards'
+        # deliveries interleave), as a real provider would.
+        answer = self.provider.call(self.now, self.t(), together=self.delivery_concurrency,
+                                    must_fail=payload["record_id"] in self.chaos.poison)
+        latency_s, fail = answer.latency_s, not answer.ok
         self.call_latency_s = latency_s
-        self._active.append(self.now + latency_s)
         self.intervals.append((self.now, self.now + latency_s))
         ms = latency_s * 1000
-        self.trace.calls.append((self.t(), ms, not fail, state.outage))
+        self.trace.calls.append((self.t(), ms, not fail, answer.reason == OUTAGE))
         if fail:
-            return WorkerResult(False, ms, error="http_503")
+            return WorkerResult(False, ms, error=f"http_{answer.status}",
+                                retry_after_s=answer.retry_after_s or 0.0)
         self.served[key] = self.served.get(key, 0) + 1
         self.stored.add(key)
         fault = self.chaos.after_provider_answered(self)
@@ -623,7 +619,8 @@ class Simulation:
                                    start_epoch=self.start_epoch)
         physical = physical_limit(self.scenario, s.max_concurrency, window=self.window,
                                   start_epoch=self.start_epoch, max_attempts=s.max_attempts,
-                                  streams=s.shards * s.parallelization_factor).bound_s
+                                  streams=s.shards * s.parallelization_factor,
+                                  bursts=self.provider.bursts.intervals(makespan)).bound_s
         outside = sum(1 for c in calls if not self.window.is_open(self.start_epoch + c[0]))
         trace = [[round(b["t"], 2), b["BatchSize"]] for b in self.trace.batches]
         max_in_flight = _max_overlap(self.intervals)
