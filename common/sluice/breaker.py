@@ -40,6 +40,7 @@ class ControlState:
     window_closed: bool = False  # outside the provider's access window
     reason: str = ""  # why the breaker last opened (error kinds only)
     recent: tuple[Sample, ...] = field(default=())  # the policy's recent samples
+    memo: tuple[tuple[str, float], ...] = field(default=())  # what the policy remembers
     opened_at: float = 0.0
     changed_at: float = 0.0
     opens: int = 0
@@ -120,18 +121,22 @@ def after_batch(state: ControlState, decision: Decision, now: float) -> ControlS
         if decision.health.healthy:
             # The probe passed: close, and resume the ramp from where the policy says.
             return replace(state, breaker=CLOSED, batch_size=max(decision.size, 1),
-                           recent=decision.recent, changed_at=now, reason="")
+                           recent=decision.recent, memo=decision.memo, changed_at=now,
+                           reason="")
         return _open(state, decision, now)
     if decision.action == OPEN:
         return _open(state, decision, now)
-    if decision.size == state.batch_size and decision.recent == state.recent:
+    if (decision.size, decision.recent, decision.memo) == (
+            state.batch_size, state.recent, state.memo):
         return state
-    return replace(state, batch_size=decision.size, recent=decision.recent, changed_at=now)
+    return replace(state, batch_size=decision.size, recent=decision.recent,
+                   memo=decision.memo, changed_at=now)
 
 
 def _open(state: ControlState, decision: Decision, now: float) -> ControlState:
     return replace(
         state,
+        memo=decision.memo,
         breaker=OPENED,
         batch_size=1,
         recent=(),

@@ -89,6 +89,7 @@ def _encode(state: ControlState) -> dict[str, Any]:
     recent = [[round(s.latency_ms, 1), int(s.ok)] for s in state.recent]
     plain: dict[str, Any] = {name: getattr(state, name) for name in _NUMBERS + _TEXTS + _FLAGS}
     plain["recent"] = json.dumps(recent, separators=(",", ":"))
+    plain["memo"] = json.dumps(dict(state.memo), separators=(",", ":"))
     return {**CONTROL_KEY, **items.encode(plain)}
 
 
@@ -102,4 +103,6 @@ def _decode(item: dict[str, Any]) -> ControlState:
     fields["breaker"] = fields["breaker"] or defaults.breaker
     recent = json.loads(plain.get("recent") or "[]")
     fields["recent"] = tuple(Sample(float(lat), bool(ok)) for lat, ok in recent)
+    memo = json.loads(plain.get("memo") or "{}")
+    fields["memo"] = tuple(sorted((str(k), float(v)) for k, v in memo.items()))
     return ControlState(**fields)

@@ -120,7 +120,7 @@ class PeerPolicy(Policy):
     def serving(self, recent: Sequence[Sample], *, error_rate: float | None = None) -> bool:
         return super().serving(tuple(recent)[-RECENT_SIZE:], error_rate=error_rate)
 
-    def decide(self, size, batch, recent=()):
+    def decide(self, size, batch, recent=(), memo=()):
         n = len(batch)
         if n == 0:
             return Decision(self.clamp(size), HOLD, Health(0, 0, 0, 0.0, 0.0, True),

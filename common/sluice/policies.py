@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 INCREASE, DECREASE, HOLD, OPEN = "increase", "decrease", "hold", "open"
 
@@ -45,6 +45,11 @@ class Decision:
     action: str  # increase | decrease | hold | open
     health: Health
     recent: tuple[Sample, ...] = field(default=())  # the samples to keep for the next batch
+    # What else the policy remembers between decisions (e.g. the size that last overloaded
+    # the provider): a few named numbers, stored in the control item beside ``recent`` and
+    # handed back as ``decide(..., memo=)``. Survives an open circuit; a policy forgets what
+    # it chooses to.
+    memo: tuple[tuple[str, float], ...] = field(default=())
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -97,13 +102,16 @@ class Policy(ABC):
 
     @abstractmethod
     def decide(
-        self, size: int, batch: Sequence[Sample], recent: Sequence[Sample] = ()
+        self, size: int, batch: Sequence[Sample], recent: Sequence[Sample] = (),
+        memo: Memo = (),
     ) -> Decision:
         """The next batch size after ``batch`` ran at ``size``; ``open`` only ever at size 1.
-        ``recent`` is what the last decision asked to keep (``Decision.recent``)."""
+        ``recent`` is what the last decision asked to keep (``Decision.recent``), ``memo``
+        what it asked to remember (``Decision.memo``)."""
 
 
 POLICIES: dict[str, type[Policy]] = {}
+Memo = tuple[tuple[str, float], ...]
 SERVING_MIN_SAMPLES = 5
 RECENT_SIZE = 20
 
@@ -131,7 +139,7 @@ class SeedPolicy(Policy):
     def clamp(self, size: int) -> int:
         return max(1, min(self.max_size, self.SEED_MAX, size))
 
-    def decide(self, size, batch, recent=()):
+    def decide(self, size, batch, recent=(), memo=()):
         n = len(batch)
         errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
         unhealthy = n > 0 and (slow + errors) / n > 0.5
@@ -151,9 +159,10 @@ class SeedPolicy(Policy):
         return Decision(self.clamp(size), HOLD, health, keep)
 
 
-@register("default")
+@register("v1")
 class AimdPolicy(Policy):
-    """sluice's default: back off multiplicatively, recover additively, judge on a window.
+    """sluice's default until 2026-11 (``v1``, kept for comparison): back off
+    multiplicatively, recover additively, judge on a window.
 
     - Errors and slowness are judged separately. A batch is failing when its error rate is
       above ``error_rate_threshold`` *and* the window's is above half of it, so one stray error
@@ -193,7 +202,7 @@ class AimdPolicy(Policy):
         self.window_size = window_size
         self.min_samples = min_samples
 
-    def decide(self, size, batch, recent=()):
+    def decide(self, size, batch, recent=(), memo=()):
         n = len(batch)
         errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
         recent = (tuple(recent) + tuple(batch))[-self.window_size :]
@@ -223,6 +232,181 @@ class AimdPolicy(Policy):
             new = self.clamp(size + 1)
             return Decision(new, INCREASE if new > size else HOLD, health, recent)
         return Decision(self.clamp(size), HOLD, health, recent)
+
+
+def significant(errors: int, calls: int, rate: float, *, alpha: float = 0.05) -> bool:
+    """Whether ``errors`` in ``calls`` say the error rate is above ``rate``: the chance of
+    that many or more at ``rate`` is under ``alpha`` (a one-sided binomial test). One error in
+    one call is 100 %, and proves nothing against a 20 % threshold (p = 0.2); two in two do."""
+    if calls <= 0 or errors <= 0:
+        return False
+    if rate <= 0:
+        return True
+    if rate >= 1:
+        return False
+    log_rate, log_rest = math.log(rate), math.log1p(-rate)
+    tail = sum(math.exp(math.lgamma(calls + 1) - math.lgamma(k + 1) - math.lgamma(calls - k + 1)
+                        + k * log_rate + (calls - k) * log_rest)
+               for k in range(errors, calls + 1))
+    return tail < alpha
+
+
+STEP_BACK_FLOOR = 0.01  # the base error rate assumed at least
+STEP_BACK_MARGIN = 0.03  # how far above it errors must be, significantly, to step back
+SLOW_MIN_SAMPLES = 5  # calls before a verdict of "too slow" (the p50 of five, at least)
+STEP_BACK_CALLS = 60.0  # the calls at one size the step-back test looks at (older ones fade)
+
+
+@register("default")
+class CeilingPolicy(Policy):
+    """sluice's default: AIMD that remembers where the provider overloaded.
+
+    - **Errors need evidence.** A window is failing when its error rate and the recent
+      window's are above ``error_rate_threshold`` (as ``v1``) *and* the errors of the two
+      together are significant against the threshold (``significant``): one error in a
+      window of one or two calls is not an overload (with a base error rate just under the
+      threshold, judging 1-2 calls kept the circuit open most of a brownout), while a
+      provider failing every call is caught within two calls at any size.
+    - **Slowness** is judged as in ``v1``: the window's p90 and the recent window's (p50
+      before ``min_samples``) above ``latency_threshold_ms``.
+    - **Back off** by ``decrease_factor`` (0.7), as ``v1``; unhealthy at 1 opens the circuit.
+    - **A ceiling.** An error cut at size s remembers s (``memo["ceiling"]``): the provider
+      could not take s calls. The climb back is +1 per healthy window up to just under the
+      ceiling (fast: the sizes below were fine), then it waits ``patience`` healthy windows
+      before trying the ceiling again, and the wait doubles with every failed try at the same
+      ceiling (``memo["misses"]``, up to 2**4): a provider whose capacity sits below X is
+      probed rarely, instead of being overloaded on every climb (``v1`` spent about half its
+      time above capacity). A try that holds lifts the ceiling: capacity came back. Like TCP
+      CUBIC's W_max, with the plateau as a count of healthy windows (policies have no clock).
+      The memory survives an open circuit: a flapping provider has the same capacity when
+      it comes back.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        latency_threshold_ms: float = 1000.0,
+        error_rate_threshold: float = 0.2,
+        decrease_factor: float = 0.7,
+        window_size: int = RECENT_SIZE,
+        min_samples: int = 10,
+        patience: int = 3,
+        max_backoff_exponent: int = 4,
+        evidence: bool = True,
+        step_back: bool = True,
+    ) -> None:
+        super().__init__(
+            max_size=max_size,
+            latency_threshold_ms=latency_threshold_ms,
+            error_rate_threshold=error_rate_threshold,
+        )
+        if not 0 < decrease_factor < 1:
+            raise ValueError("decrease_factor must be between 0 and 1")
+        if window_size < min_samples or min_samples < 1:
+            raise ValueError("need 1 <= min_samples <= window_size")
+        if patience < 0 or max_backoff_exponent < 0:
+            raise ValueError("patience and max_backoff_exponent must be >= 0")
+        self.decrease_factor = decrease_factor
+        self.window_size = window_size
+        self.min_samples = min_samples
+        self.patience = patience
+        self.max_backoff_exponent = max_backoff_exponent
+        self.evidence = evidence
+        self.step_back = step_back
+
+    def decide(self, size, batch, recent=(), memo=()):
+        n = len(batch)
+        errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
+        before = tuple(recent)
+        recent = (before + tuple(batch))[-self.window_size :]
+        mem = dict(memo)
+        if n == 0:
+            return Decision(self.clamp(size), HOLD, Health(0, 0, 0, 0.0, 0.0, True), recent,
+                            memo=tuple(memo))
+
+        recent_errors = sum(1 for s in recent if not s.ok)
+        pooled = before[-self.window_size:] + tuple(batch)
+        looks_bad = (errors / n > self.error_rate_threshold
+                     and recent_errors / len(recent) > self.error_rate_threshold / 2)
+        failing = looks_bad and (not self.evidence or significant(
+            sum(1 for s in pooled if not s.ok), len(pooled), self.error_rate_threshold))
+        recent_latencies = [s.latency_ms for s in recent]
+        if len(recent) >= self.min_samples:
+            typical_slow = percentile(recent_latencies, 90)
+        else:
+            typical_slow = percentile(recent_latencies, 50)
+        # Slowness needs evidence too: one slow call of a heavy-tailed provider (a half-open
+        # probe that drew a p97 latency) is not a slow provider.
+        too_slow = (p90 > self.latency_threshold_ms
+                    and typical_slow > self.latency_threshold_ms
+                    and (not self.evidence or len(recent) >= SLOW_MIN_SAMPLES))
+
+        # Unhealthy as soon as the window looks bad (a half-open probe that failed reopens
+        # the circuit); the size moves only on evidence.
+        health = Health(n, errors, slow, p50, p90, healthy=not (looks_bad or too_slow),
+                        why=_why(looks_bad, too_slow))
+        if failing or too_slow:
+            if failing and errors < n and size > 1:
+                # Some calls served, too many failed: overload, so this size is a ceiling.
+                # (Every call failing is an outage: it says nothing about capacity.)
+                self._overloaded(mem, size)
+            mem["waited"] = 0.0
+            if size <= 1:
+                return Decision(1, OPEN, health, (), memo=_memo(mem))
+            new = self.clamp(math.floor(size * self.decrease_factor))
+            return Decision(new, DECREASE, health, (), memo=_memo(mem))
+        # Errors under the threshold, but above what the provider gives at sizes it takes:
+        # the last step up overloaded it (a queue of one call fails ~15 % of calls, under a
+        # 20 % threshold). Step back one and remember the size as the ceiling.
+        if mem.get("at") != size:
+            mem.update(at=float(size), at_calls=0.0, at_errors=0.0)
+        # The calls at this size, the oldest fading out past STEP_BACK_CALLS: a provider
+        # that degrades later, at a size it took for hours, is judged on what it does now.
+        keep = min(1.0, STEP_BACK_CALLS / max(1.0, mem.get("at_calls", 0.0) + n))
+        mem["at_calls"] = (mem.get("at_calls", 0.0) + n) * keep
+        mem["at_errors"] = (mem.get("at_errors", 0.0) + errors) * keep
+        base = max(mem.get("base", 0.0), STEP_BACK_FLOOR)
+        if (self.step_back and size > 1 and errors
+                and significant(round(mem["at_errors"]), round(mem["at_calls"]),
+                                base + max(STEP_BACK_MARGIN, base / 2), alpha=0.01)):
+            self._overloaded(mem, size)
+            mem["waited"] = 0.0
+            new = self.clamp(size - 1)
+            health = replace(health, healthy=False, why="errors")
+            return Decision(new, DECREASE, health, (), memo=_memo(mem))
+        if not mem.get("ceiling") or size < mem["ceiling"] - 1:
+            # The provider's own error rate at sizes it takes (slow moving average).
+            mem["base"] = 0.9 * mem.get("base", 0.0) + 0.1 * (errors / n)
+        if errors == 0 and p90 <= self.latency_threshold_ms:
+            ceiling = mem.get("ceiling", 0.0)
+            if ceiling and size + 1 >= ceiling:
+                needed = self.patience * 2 ** min(int(mem.get("misses", 0.0)),
+                                                  self.max_backoff_exponent)
+                waited = mem.get("waited", 0.0) + 1
+                if waited < needed:
+                    mem["waited"] = waited
+                    return Decision(self.clamp(size), HOLD, health, recent, memo=_memo(mem))
+                mem["waited"] = 0.0
+                if size >= ceiling:  # the ceiling held: capacity came back, forget it
+                    mem = {}
+            new = self.clamp(size + 1)
+            return Decision(new, INCREASE if new > size else HOLD, health, recent,
+                            memo=_memo(mem))
+        return Decision(self.clamp(size), HOLD, health, recent, memo=_memo(mem))
+
+    def _overloaded(self, mem: dict[str, float], size: int) -> None:
+        """``size`` overloaded the provider: it is the ceiling now. A failed try at (or next
+        to) the same ceiling makes the next try wait longer."""
+        ceiling = mem.get("ceiling", 0.0)
+        again = bool(ceiling) and size >= ceiling - 1
+        mem["misses"] = min(mem.get("misses", 0.0) + 1, self.max_backoff_exponent) \
+            if again else 0.0
+        mem["ceiling"] = float(size)
+
+
+def _memo(mem: dict[str, float]) -> Memo:
+    return tuple(sorted((k, float(v)) for k, v in mem.items() if v))
 
 
 def _why(errors: object, slow: object) -> str:

@@ -22,9 +22,10 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
 - Any other failure is the provider's: it feeds the policy and the record just waits on the
   stream, however long the outage lasts.
 - A permanent error (the provider says the record cannot exist) parks at once.
-- Blame needs a provider serving *cleanly* (``serving_cleanly``: its recent error rate well
-  under the threshold): under overload a third of the calls may fail at random, and a
-  record failing three times in a row there is bad luck, not proof.
+- Blame, and parking a held record beside a witness, need a provider serving *cleanly*
+  (``serving_cleanly``: its recent error rate well under the threshold): under overload a
+  third of the calls may fail at random, and with a base error rate of 18 % a record
+  failing four times in a row is bad luck, not proof. Until then the record waits.
 - A provider that says it is busy (429, or any answer with ``Retry-After``: ``CallResult.busy``)
   failed the call for its own reasons: it feeds the policy (overload) and blames nobody, held
   records included.
@@ -154,7 +155,7 @@ def judge(
         elif c.busy:  # rate limited: an overload signal, never held against the record
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
             samples.append(Sample(c.latency_ms, False))
-        elif c.witnessed and provider_serving:
+        elif c.witnessed and provider_serving and serving_cleanly:
             # A held record, called because the provider served another record of this
             # delivery after its last failure: failing again, it is the record.
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error, blame=True,
@@ -163,13 +164,18 @@ def judge(
             samples.append(Sample(c.latency_ms, False))
         elif served > 0 and provider_serving and serving_cleanly and clean:
             blamed = c.blamed + 1
-            park = blamed + c.suspects >= max_attempts
+            # Suspicions count towards parking, but never alone: failures at an outage's
+            # onset or in a brownout can look like a record's (and be noted as suspects);
+            # two failures beside served calls, from a clean provider, are proof.
+            park = blamed + c.suspects >= max_attempts and blamed >= min(2, max_attempts)
             reason = f"{c.error} after {c.attempts} attempts while others were served"
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK if park else RETRY,
                                     c.error, blame=True, reason=reason if park else ""))
             samples.append(Sample(c.latency_ms, False))
         elif (lone or repeat_offenders) and breaker_closed and (
-                provider_serving or c.served_since_failure):
+                (provider_serving and serving_cleanly) or c.served_since_failure):
+            # (A lone failure from a provider failing a tenth of its calls anyway is the
+            # provider's: noted on the record, it would make it held, then parked by chance.)
             # Never parks: only a failure beside a served call is proof against the record.
             hold = hold or is_held(c.blamed, c.suspects + 1, max_attempts)
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error,

@@ -103,14 +103,53 @@ def test_default_recovers_one_step_per_healthy_batch_up_to_x():
     assert trace == [2, 3, 4, 5, 6, 6, 6, 6, 6, 6]
 
 
-@pytest.mark.parametrize("name", ["seed", "default"])
+@pytest.mark.parametrize("name", ["seed", "v1", "default"])
 def test_policies_clamp_to_x_and_open_at_one(name):
     policy = make_policy(name, max_size=3)
     at_x = policy.decide(3, batch(fast=3))
     assert (at_x.size, at_x.action) == (3, HOLD)  # healthy at X: not 4
     assert policy.decide(5, batch(fast=5)).size == 3  # X lowered under the running size
-    at_one = policy.decide(1, batch(errors=1))
+    # A second failure in a row at size 1 (the default wants two: one proves nothing).
+    at_one = policy.decide(1, batch(errors=1), batch(errors=1))
     assert (at_one.size, at_one.action) == (1, OPEN)  # never 0: opens instead
+
+
+def test_one_error_at_size_one_is_no_verdict_but_a_failed_probe_reopens():
+    policy = make_policy("default", max_size=10)
+    lone = policy.decide(1, batch(errors=1), batch(fast=20))
+    assert lone.action == HOLD and lone.health.healthy  # one error after 20 good calls
+    probe = policy.decide(1, batch(errors=1))  # half-open: nothing recent
+    assert probe.action == HOLD  # no verdict on the size...
+    assert not probe.health.healthy  # ...but the failed probe reopens the circuit
+
+
+def test_the_default_remembers_where_the_provider_overloaded():
+    policy = make_policy("default", max_size=10)
+    # At 8, a third of the calls fail while the others are served: overload. Cut, remember.
+    cut = policy.decide(8, batch(fast=6, errors=3), batch(fast=20))
+    assert cut.action == DECREASE and cut.size < 8 and dict(cut.memo)["ceiling"] == 8
+    size, memo, recent, sizes = cut.size, cut.memo, (), []
+    for _ in range(8):  # healthy windows
+        d = policy.decide(size, batch(fast=size), recent, memo=memo)
+        size, memo, recent = d.size, d.memo, d.recent
+        sizes.append(size)
+    # Just under the ceiling it waits (three healthy windows) before trying 8 again; the try
+    # holding, the memory is forgotten and the climb goes on.
+    assert sizes[:3] == [7, 7, 8] and sizes[-1] == 10
+
+
+def test_the_default_steps_back_when_errors_rise_under_the_threshold():
+    # At 9 the provider (capacity 8) fails about 15 % of calls: under the 20 % threshold,
+    # far above its 1 % at 8. The last step up overloaded it: back to 8.
+    policy = make_policy("default", max_size=10)
+    memo, recent, decisions = (("base", 0.01), ("ceiling", 10.0)), batch(fast=20), []
+    for _ in range(10):
+        d = policy.decide(9, batch(fast=8, errors=1), recent, memo=memo)
+        memo, recent = d.memo, d.recent
+        decisions.append((d.action, d.size))
+        if d.action != HOLD:
+            break
+    assert decisions[-1] == (DECREASE, 8) and dict(d.memo)["ceiling"] == 9
 
 
 def test_a_steep_decrease_floors_at_one():

@@ -28,7 +28,7 @@ def test_the_limit_is_not_probed_again_before_the_providers_retry_after():
     settings = load_settings(provider="p", stream_name="s", table_name="t", result_bucket="b",
                              worker_function="w", ventilator_function="v", timezone="UTC",
                              max_concurrency=4, dispatch="window")
-    busy = {"r1-0"}
+    busy = {f"r1-{i}" for i in range(4)}  # the first delivery: every call refused
 
     def invoke(payload):
         if payload["record_id"] in busy:
@@ -48,7 +48,7 @@ def test_the_limit_is_not_probed_again_before_the_providers_retry_after():
         ventilator.handle(records, mapping.stream_arn)
         return control.state.batch_size
 
-    assert deliver(1, 1) < 4  # one call in four refused as too busy: the limit is cut
+    assert deliver(1, 1) < 4  # every call refused as too busy: the limit is cut
     cut = control.state.batch_size
     assert control.state.rate_limited_until == clock.now + 30
     assert [deliver(n, 5) for n in (2, 3, 4, 5)] == [cut] * 4  # healthy, but not yet
