@@ -22,10 +22,12 @@ Blame, the heart of "an outage parks nothing, a poison record blocks nothing":
 - Any other failure is the provider's: it feeds the policy and the record just waits on the
   stream, however long the outage lasts.
 - A permanent error (the provider says the record cannot exist) parks at once.
-- Blame, and parking a held record beside a witness, need a provider serving *cleanly*
-  (``serving_cleanly``: its recent error rate well under the threshold): under overload a
-  third of the calls may fail at random, and with a base error rate of 18 % a record
-  failing four times in a row is bad luck, not proof. Until then the record waits.
+- Blame needs a provider serving *cleanly* (``serving_cleanly``: its recent error rate well
+  under the threshold, estimated conservatively): under overload a third of the calls may
+  fail at random, and with a base error rate of 18 % a record failing four times in a row is
+  bad luck, not proof. Parking on blame needs two such blames (suspicions, noted at an
+  outage's onset or in a brownout, count but never alone). A held record's own failures are
+  in the recent samples, so its one call beside a witness needs only a serving provider.
 - A provider that says it is busy (429, or any answer with ``Retry-After``: ``CallResult.busy``)
   failed the call for its own reasons: it feeds the policy (overload) and blames nobody, held
   records included.
@@ -155,7 +157,7 @@ def judge(
         elif c.busy:  # rate limited: an overload signal, never held against the record
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error))
             samples.append(Sample(c.latency_ms, False))
-        elif c.witnessed and provider_serving and serving_cleanly:
+        elif c.witnessed and provider_serving:
             # A held record, called because the provider served another record of this
             # delivery after its last failure: failing again, it is the record.
             verdicts.append(Verdict(c.sequence_number, c.record_id, PARK, c.error, blame=True,
@@ -173,9 +175,7 @@ def judge(
                                     c.error, blame=True, reason=reason if park else ""))
             samples.append(Sample(c.latency_ms, False))
         elif (lone or repeat_offenders) and breaker_closed and (
-                (provider_serving and serving_cleanly) or c.served_since_failure):
-            # (A lone failure from a provider failing a tenth of its calls anyway is the
-            # provider's: noted on the record, it would make it held, then parked by chance.)
+                provider_serving or c.served_since_failure):
             # Never parks: only a failure beside a served call is proof against the record.
             hold = hold or is_held(c.blamed, c.suspects + 1, max_attempts)
             verdicts.append(Verdict(c.sequence_number, c.record_id, RETRY, c.error,
