@@ -14,6 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 INCREASE, DECREASE, HOLD, OPEN = "increase", "decrease", "hold", "open"
 
@@ -202,6 +203,19 @@ class AimdPolicy(Policy):
         self.window_size = window_size
         self.min_samples = min_samples
 
+    def looks_bad(self, errors: int, calls: int, recent: Sequence[Sample]) -> bool:
+        """The window's error rate above the threshold and the recent window's above half."""
+        recent_errors = sum(1 for s in recent if not s.ok)
+        return (errors / calls > self.error_rate_threshold
+                and recent_errors / len(recent) > self.error_rate_threshold / 2)
+
+    def looks_slow(self, p90: float, recent: Sequence[Sample]) -> bool:
+        """The window's p90 and the recent window's (its p50 before ``min_samples``) above
+        the latency threshold."""
+        latencies = [s.latency_ms for s in recent]
+        typical = percentile(latencies, 90 if len(recent) >= self.min_samples else 50)
+        return p90 > self.latency_threshold_ms and typical > self.latency_threshold_ms
+
     def decide(self, size, batch, recent=(), memo=()):
         n = len(batch)
         errors, slow, p50, p90 = measure(batch, self.latency_threshold_ms)
@@ -209,17 +223,8 @@ class AimdPolicy(Policy):
         if n == 0:
             return Decision(self.clamp(size), HOLD, Health(0, 0, 0, 0.0, 0.0, True), recent)
 
-        recent_errors = sum(1 for s in recent if not s.ok)
-        failing = (
-            errors / n > self.error_rate_threshold
-            and recent_errors / len(recent) > self.error_rate_threshold / 2
-        )
-        recent_latencies = [s.latency_ms for s in recent]
-        if len(recent) >= self.min_samples:
-            typical_slow = percentile(recent_latencies, 90)
-        else:
-            typical_slow = percentile(recent_latencies, 50)
-        too_slow = p90 > self.latency_threshold_ms and typical_slow > self.latency_threshold_ms
+        failing = self.looks_bad(errors, n, recent)
+        too_slow = self.looks_slow(p90, recent)
 
         health = Health(n, errors, slow, p50, p90, healthy=not (failing or too_slow),
                         why=_why(failing, too_slow))
@@ -258,7 +263,7 @@ STEP_BACK_CALLS = 60.0  # the calls at one size the step-back test looks at (old
 
 
 @register("default")
-class CeilingPolicy(Policy):
+class CeilingPolicy(AimdPolicy):
     """sluice's default: AIMD that remembers where the provider overloaded.
 
     - **Errors need evidence.** A window is failing when its error rate and the recent
@@ -285,31 +290,15 @@ class CeilingPolicy(Policy):
     def __init__(
         self,
         *,
-        max_size: int,
-        latency_threshold_ms: float = 1000.0,
-        error_rate_threshold: float = 0.2,
-        decrease_factor: float = 0.7,
-        window_size: int = RECENT_SIZE,
-        min_samples: int = 10,
         patience: int = 3,
         max_backoff_exponent: int = 4,
         evidence: bool = True,
         step_back: bool = True,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            max_size=max_size,
-            latency_threshold_ms=latency_threshold_ms,
-            error_rate_threshold=error_rate_threshold,
-        )
-        if not 0 < decrease_factor < 1:
-            raise ValueError("decrease_factor must be between 0 and 1")
-        if window_size < min_samples or min_samples < 1:
-            raise ValueError("need 1 <= min_samples <= window_size")
+        super().__init__(**base)  # max_size, thresholds, decrease_factor, window, min_samples
         if patience < 0 or max_backoff_exponent < 0:
             raise ValueError("patience and max_backoff_exponent must be >= 0")
-        self.decrease_factor = decrease_factor
-        self.window_size = window_size
-        self.min_samples = min_samples
         self.patience = patience
         self.max_backoff_exponent = max_backoff_exponent
         self.evidence = evidence
@@ -325,22 +314,14 @@ class CeilingPolicy(Policy):
             return Decision(self.clamp(size), HOLD, Health(0, 0, 0, 0.0, 0.0, True), recent,
                             memo=tuple(memo))
 
-        recent_errors = sum(1 for s in recent if not s.ok)
         pooled = before[-self.window_size:] + tuple(batch)
-        looks_bad = (errors / n > self.error_rate_threshold
-                     and recent_errors / len(recent) > self.error_rate_threshold / 2)
+        looks_bad = self.looks_bad(errors, n, recent)
         failing = looks_bad and (not self.evidence or significant(
             sum(1 for s in pooled if not s.ok), len(pooled), self.error_rate_threshold))
-        recent_latencies = [s.latency_ms for s in recent]
-        if len(recent) >= self.min_samples:
-            typical_slow = percentile(recent_latencies, 90)
-        else:
-            typical_slow = percentile(recent_latencies, 50)
         # Slowness needs evidence too: one slow call of a heavy-tailed provider (a half-open
         # probe that drew a p97 latency) is not a slow provider.
-        too_slow = (p90 > self.latency_threshold_ms
-                    and typical_slow > self.latency_threshold_ms
-                    and (not self.evidence or len(recent) >= SLOW_MIN_SAMPLES))
+        too_slow = self.looks_slow(p90, recent) and (
+            not self.evidence or len(recent) >= SLOW_MIN_SAMPLES)
 
         # Unhealthy as soon as the window looks bad (a half-open probe that failed reopens
         # the circuit); the size moves only on evidence.
